@@ -1,0 +1,6 @@
+"""minisegnet: semantic segmentation from scratch in NumPy and CuPy."""
+
+__version__ = "0.1.0"
+
+from .backend import cupy_available, get_array_module, synchronize, to_device, to_numpy
+from .tensor import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor

@@ -1,0 +1,115 @@
+"""The array backend: NumPy on the CPU, CuPy on the GPU, one code path.
+
+This is the only module of minisegnet that imports CuPy. Every op starts with
+``xp = get_array_module(x)`` and then writes ``xp.exp``, ``xp.zeros`` ... so the
+same lines run on both kinds of array.
+
+The default device comes from the environment variable ``MINISEGNET_DEVICE``
+("cpu" unless set).
+"""
+
+import os
+
+import numpy as np
+
+try:  # CuPy is optional: the [gpu] extra installs it.
+    import cupy as cp
+except Exception:  # ImportError, or a CUDA library that fails to load
+    cp = None
+
+DEVICES = ("cpu", "gpu")
+GPU_HELP = (
+    'install CuPy for your CUDA version with `pip install -e ".[gpu]"` '
+    "(or `pip install cupy-cuda12x`) on a machine with an NVIDIA GPU, or use device='cpu'"
+)
+
+_gpu_ok = None
+
+
+def cupy_available():
+    """True when CuPy imports *and* a GPU can actually run a kernel."""
+    global _gpu_ok
+    if _gpu_ok is None:
+        _gpu_ok = False
+        if cp is not None:
+            try:
+                _gpu_ok = cp.cuda.runtime.getDeviceCount() > 0 and int(cp.arange(2).sum()) == 1
+            except Exception:
+                _gpu_ok = False
+    return _gpu_ok
+
+
+def check_device(device):
+    """Return ``device`` ("cpu" or "gpu"), raising a clear error when it cannot be used."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device == "gpu" and not cupy_available():
+        why = "CuPy is not installed" if cp is None else "CuPy found no usable GPU"
+        raise RuntimeError(f"device='gpu' was requested but {why}: {GPU_HELP}")
+    return device
+
+
+def default_device():
+    """The device named by ``MINISEGNET_DEVICE`` ("cpu" when unset)."""
+    return check_device(os.environ.get("MINISEGNET_DEVICE", "cpu").strip().lower() or "cpu")
+
+
+def _raw(x):
+    # Unwrap a Tensor without importing tensor.py (arrays and NumPy scalars also have a ``.data``).
+    if x is None or isinstance(x, (np.ndarray, np.generic, int, float, complex)) or is_gpu_array(x):
+        return x
+    return getattr(x, "data", x)
+
+
+def is_gpu_array(a):
+    """True when ``a`` is a CuPy array."""
+    return cp is not None and isinstance(a, cp.ndarray)
+
+
+def get_array_module(*xs):
+    """``numpy`` or ``cupy``, whichever the arrays (or Tensors) ``xs`` live in.
+
+    Mixing NumPy and CuPy arrays is an error rather than a silent host/device copy.
+    """
+    if cp is None:
+        return np
+    kinds = {is_gpu_array(a) for a in map(_raw, xs) if a is not None and not np.isscalar(a)}
+    if len(kinds) > 1:
+        raise TypeError("cannot mix CPU (NumPy) and GPU (CuPy) arrays in one operation; move them with .to()")
+    return cp if kinds == {True} else np
+
+
+def device_of(a):
+    """ "gpu" for a CuPy array, "cpu" otherwise."""
+    return "gpu" if is_gpu_array(_raw(a)) else "cpu"
+
+
+def to_device(a, device):
+    """Copy array ``a`` to ``device`` ("cpu" or "gpu"); no copy when it is already there."""
+    check_device(device)
+    a = _raw(a)
+    if device == "gpu":
+        return cp.asarray(a)
+    return to_numpy(a)
+
+
+def to_numpy(a):
+    """A NumPy array holding ``a`` (a host copy when ``a`` lives on the GPU)."""
+    a = _raw(a)
+    if is_gpu_array(a):
+        return cp.asnumpy(a)
+    return np.asarray(a)
+
+
+def synchronize():
+    """Wait until the GPU has finished all queued work (a no-op on the CPU).
+
+    CuPy launches kernels asynchronously: without this, a timer measures only the launch.
+    """
+    if cp is not None and cupy_available():
+        cp.cuda.get_current_stream().synchronize()
+
+
+def scalar(a):
+    """A Python float from a 0-d array of either backend (a host sync on the GPU)."""
+    return float(to_numpy(a))

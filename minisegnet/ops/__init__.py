@@ -1,0 +1,9 @@
+"""Every differentiable op of minisegnet: ``import minisegnet.ops as F``.
+
+Each op is a ``Function`` subclass (forward then backward on raw arrays) with a
+lowercase function under it; the lowercase functions are the public API.
+"""
+
+from .activation import dropout, dropout2d, log_softmax, relu, sigmoid, softmax, tanh
+from .array import broadcast_to, center_crop, concat, getitem, max, mean, pad, reshape, sum, transpose
+from .elementwise import add, div, exp, log, matmul, mul, neg, pow, sqrt, sub, sum_to

@@ -1,0 +1,24 @@
+"""Shared fixtures: every test that takes ``device`` runs once on NumPy and once on CuPy."""
+
+import os
+
+import numpy as np
+import pytest
+
+from minisegnet.backend import cupy_available
+
+os.environ.setdefault("MINISEGNET_QUICK", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request):
+    """"cpu" or "gpu"; the GPU half skips cleanly where CuPy or a GPU is missing."""
+    if request.param == "gpu" and not cupy_available():
+        pytest.skip("CuPy with a usable GPU is not available")
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
