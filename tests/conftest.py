@@ -13,7 +13,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 @pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 def device(request):
-    """"cpu" or "gpu"; the GPU half skips cleanly where CuPy or a GPU is missing."""
+    """ "cpu" or "gpu"; the GPU half skips cleanly where CuPy or a GPU is missing."""
     if request.param == "gpu" and not cupy_available():
         pytest.skip("CuPy with a usable GPU is not available")
     return request.param

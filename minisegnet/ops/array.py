@@ -47,7 +47,7 @@ def mean(x, axis=None, keepdims=False):
     """Mean over ``axis``: the sum divided by the number of elements summed. Any shape."""
     x = as_tensor(x)
     count = int(np.prod([x.shape[a] for a in _axes(axis, x.ndim)]))
-    return sum(x, axis, keepdims) * (1.0 / max(count, 1))
+    return sum(x, axis, keepdims) * (1.0 / (count or 1))
 
 
 class Max(Function):

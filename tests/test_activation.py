@@ -1,0 +1,74 @@
+"""ops/activation.py: relu, sigmoid, tanh, softmax, log_softmax, dropout."""
+
+import numpy as np
+import pytest
+
+import minisegnet as msn
+import minisegnet.ops as F
+from minisegnet.gradcheck import gradcheck
+
+from utils import rand, rel_error, to_torch, torch
+
+CASES = {
+    "relu": F.relu,
+    "sigmoid": F.sigmoid,
+    "tanh": F.tanh,
+    "softmax": lambda x: F.softmax(x, axis=1),
+    "log_softmax": lambda x: F.log_softmax(x, axis=1),
+    "softmax_last": lambda x: F.softmax(x, axis=-1),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)], ids=str)
+def test_activation_gradcheck(device, name, shape):
+    x = rand(*shape, device=device)
+    if name == "relu":  # keep away from the kink at 0, where the derivative is undefined
+        x.data[abs(x.data) < 1e-3] = 0.5
+    rep = gradcheck(CASES[name], x)
+    assert rep.max_rel_err <= 1e-6, rep
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax", "log_softmax"])
+def test_activation_matches_torch(name):
+    torch_ = torch()
+    x = rand(2, 3, 4, 5)
+    y = CASES[name](x)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    y.backward(g)
+    tx = to_torch(x, True)
+    fn = {
+        "relu": torch_.relu,
+        "sigmoid": torch_.sigmoid,
+        "tanh": torch_.tanh,
+        "softmax": lambda t: torch_.softmax(t, 1),
+        "log_softmax": lambda t: torch_.log_softmax(t, 1),
+    }[name]
+    ty = fn(tx)
+    ty.backward(torch_.from_numpy(g))
+    assert rel_error(y, ty.detach().numpy()) < 1e-13
+    assert rel_error(x.grad, tx.grad.numpy()) < 1e-13
+
+
+def test_softmax_is_stable_for_huge_scores(device):
+    x = msn.tensor([[1000.0, 0.0, -1000.0]], device=device)
+    np.testing.assert_allclose(F.softmax(x).numpy(), [[1.0, 0.0, 0.0]])
+    assert np.isfinite(F.log_softmax(x).numpy()).all()
+    assert np.isfinite(F.sigmoid(msn.tensor([-1000.0, 1000.0], device=device)).numpy()).all()
+
+
+def test_dropout_scales_and_masks_consistently(device):
+    x = msn.tensor(np.ones((4, 8, 5, 5)), device=device, requires_grad=True)
+    y = F.dropout(x, p=0.5)
+    kept = y.numpy() != 0
+    np.testing.assert_allclose(y.numpy()[kept], 2.0)
+    y.sum().backward()
+    np.testing.assert_array_equal(msn.to_numpy(x.grad) != 0, kept)
+    z = F.dropout2d(x, p=0.5).numpy()
+    assert all(len(np.unique(z[n, c])) == 1 for n in range(4) for c in range(8))  # whole channels
+    assert F.dropout(x, 0.5, training=False) is x
+
+
+def test_dropout_rejects_bad_probability():
+    with pytest.raises(ValueError, match="1.5"):
+        F.dropout(msn.tensor([1.0]), p=1.5)
