@@ -39,12 +39,12 @@ class Sum(Function):
 
 
 def sum(x, axis=None, keepdims=False):
-    """Sum over ``axis`` (int, tuple or None for all). Any shape."""
+    """Sum of x (any shape) over ``axis`` (int, tuple, or None for all axes)."""
     return Sum(axis, keepdims)(x)
 
 
 def mean(x, axis=None, keepdims=False):
-    """Mean over ``axis``: the sum divided by the number of elements summed. Any shape."""
+    """Mean of x (any shape) over ``axis``: the sum divided by the number of elements summed."""
     x = as_tensor(x)
     count = int(np.prod([x.shape[a] for a in _axes(axis, x.ndim)]))
     return sum(x, axis, keepdims) * (1.0 / (count or 1))
@@ -78,7 +78,7 @@ class Max(Function):
 
 
 def max(x, axis=None, keepdims=False):
-    """Maximum over ``axis``; the gradient flows to the first maximal element. Any shape."""
+    """Maximum of x (any shape) over ``axis``; the gradient flows to the first maximal element."""
     return Max(axis, keepdims)(x)
 
 
@@ -98,7 +98,7 @@ class Reshape(Function):
 
 
 def reshape(x, shape):
-    """The same elements in ``shape`` (one entry may be -1)."""
+    """The elements of x (any shape) in the new ``shape`` (one entry may be -1)."""
     return Reshape(shape)(x)
 
 
@@ -116,7 +116,7 @@ class Transpose(Function):
 
 
 def transpose(x, axes=None):
-    """Permute axes (reverse them when ``axes`` is None); the adjoint applies the inverse permutation."""
+    """Permute the axes of x (any shape; reversed when ``axes`` is None); the adjoint applies the inverse."""
     return Transpose(axes)(x)
 
 
@@ -133,7 +133,7 @@ class BroadcastTo(Function):
 
 
 def broadcast_to(x, shape):
-    """x repeated along new or size-1 axes to ``shape``; the adjoint is ``sum_to``."""
+    """x repeated along new or size-1 axes to ``shape`` (NumPy broadcasting rules); the adjoint is ``sum_to``."""
     return BroadcastTo(shape)(x)
 
 
@@ -163,7 +163,7 @@ class GetItem(Function):
 
 
 def getitem(x, index):
-    """x[index] for basic slicing; the gradient is scattered back into zeros of x's shape."""
+    """x[index] for x of any shape and basic slicing; the gradient is scattered back into zeros of x's shape."""
     return GetItem(index)(x)
 
 
@@ -213,7 +213,7 @@ class Pad(Function):
 
 
 def pad(x, pad_width, value=0.0):
-    """Constant padding with NumPy's ``pad_width`` convention: an int, (before, after), or one pair per axis."""
+    """Constant padding of x (any shape) with NumPy's ``pad_width``: an int, (before, after), or a pair per axis."""
     return Pad(pad_width, value)(x)
 
 

@@ -117,7 +117,7 @@ class Neg(Function):
 
 
 def neg(x):
-    """-x."""
+    """-x elementwise, x of any shape."""
     return Neg()(x)
 
 
@@ -136,7 +136,7 @@ class Pow(Function):
 
 
 def pow(x, exponent):
-    """x ** exponent for a constant Python number ``exponent``."""
+    """x ** exponent elementwise for x of any shape and a constant Python number ``exponent``."""
     if not np.isscalar(exponent):
         raise TypeError(f"pow: exponent must be a Python number, got {type(exponent).__name__}")
     return Pow(exponent)(x)
@@ -152,7 +152,7 @@ class Exp(Function):
 
 
 def exp(x):
-    """e ** x elementwise."""
+    """e ** x elementwise, x of any shape."""
     return Exp()(x)
 
 
@@ -166,7 +166,7 @@ class Log(Function):
 
 
 def log(x):
-    """Natural logarithm elementwise."""
+    """Natural logarithm elementwise, x of any shape."""
     return Log()(x)
 
 
@@ -180,7 +180,7 @@ class Sqrt(Function):
 
 
 def sqrt(x):
-    """Square root elementwise; d sqrt(x)/dx = 1 / (2 sqrt(x))."""
+    """Square root elementwise, x of any shape; d sqrt(x)/dx = 1 / (2 sqrt(x))."""
     return Sqrt()(x)
 
 
