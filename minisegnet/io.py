@@ -1,0 +1,125 @@
+"""Checkpoints without pickle: ``save(path, obj)`` and ``load(path)`` on a ``.npz`` file.
+
+``obj`` is a nested dict whose leaves are arrays (NumPy, CuPy or Tensors) or plain values (numbers, strings,
+booleans, None, lists of those), for example
+``{"model": model.state_dict(), "optim": opt.state_dict(), "config": {...}, "epoch": 3}``.
+Nested keys are flattened with "/" (``model/enc.0.conv1.weight``); each array is one entry of the ``.npz``
+and all the plain values go, as JSON, into one more entry named ``__meta__``. Loading uses
+``np.load(allow_pickle=False)``, so a checkpoint can hold no code, only numbers.
+
+The file is written to a temporary file in the same directory and renamed over ``path`` with ``os.replace``
+(atomic on POSIX and Windows), so a crash mid-write leaves the previous checkpoint intact.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .backend import is_gpu_array, to_numpy
+from .tensor import Tensor
+
+SEP = "/"
+META = "__meta__"
+FORMAT = "minisegnet-checkpoint-1"
+
+
+def _is_array(v):
+    return isinstance(v, (np.ndarray, Tensor)) or is_gpu_array(v)
+
+
+def _plain(v, key):
+    # A JSON-ready copy of a non-array value; NumPy scalars become Python numbers.
+    if isinstance(v, np.generic):
+        return v.item()
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, key) for x in v]
+    raise TypeError(f"save: value at {key!r} has type {type(v).__name__}; expected an array, number, string or list")
+
+
+def _flatten(obj, prefix, arrays, values, empty):
+    for k, v in obj.items():
+        if not isinstance(k, str) or SEP in k or k == META or not k:
+            raise ValueError(
+                f"save: key {k!r} under {prefix or 'the top level'!r} must be a non-empty str without {SEP!r}"
+            )
+        key = prefix + k
+        if isinstance(v, dict):
+            if not v:
+                empty.append(key)
+            _flatten(v, key + SEP, arrays, values, empty)
+        elif _is_array(v):
+            a = to_numpy(v.data if isinstance(v, Tensor) else v)
+            if a.dtype.hasobject:
+                raise TypeError(f"save: array at {key!r} has dtype object, which needs pickle")
+            arrays[key] = a
+        else:
+            values[key] = _plain(v, key)
+
+
+def save(path, obj):
+    """Write the nested dict ``obj`` to ``path`` (an ``.npz`` file) atomically, without pickle."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"save expects a dict, got {type(obj).__name__}")
+    arrays, values, empty = {}, {}, []
+    _flatten(obj, "", arrays, values, empty)
+    meta = {"format": FORMAT, "order": list(_order(obj)), "values": values, "empty": empty}
+    arrays[META] = np.array(json.dumps(meta))  # a 0-d unicode array loads without pickle
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_npz(f, arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _write_npz(f, arrays):
+    np.savez(f, **arrays)
+
+
+def _order(obj, prefix=""):
+    # Every leaf and dict key in insertion order, so load() rebuilds dicts in the order they were saved.
+    for k, v in obj.items():
+        yield prefix + k
+        if isinstance(v, dict):
+            yield from _order(v, prefix + k + SEP)
+
+
+def load(path):
+    """Read a checkpoint written by ``save``: the same nested dict, arrays as NumPy arrays."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            flat = {k: z[k] for k in z.files}
+        meta = json.loads(str(flat.pop(META)))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"unknown format {meta.get('format')!r}")
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise ValueError(f"{path!r} is not a readable minisegnet checkpoint (.npz written by save): {e}") from None
+
+    out = {}
+    leaves = {**flat, **meta["values"]}
+    empty = set(meta["empty"])
+    for key in meta["order"]:
+        if key in leaves or key in empty:
+            *parents, name = key.split(SEP)
+            node = out
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[name] = leaves[key] if key in leaves else {}
+    return out

@@ -1,0 +1,220 @@
+"""Optimisers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineLR).
+
+Each ``step()`` changes ``p.data`` in place with plain array arithmetic, so it builds no graph and runs on
+NumPy or CuPy alike. The update rules are PyTorch's (dampening 0), step for step, so the same gradients give
+the same weights. ``state_dict()`` is a flat dict of numbers and arrays (per-parameter buffers keyed by the
+parameter's index, e.g. ``"exp_avg.3"``) that ``minisegnet.save`` writes without pickle.
+"""
+
+import math
+
+import numpy as np
+
+from .backend import get_array_module, to_device, to_numpy
+
+
+class Optimizer:
+    """Holds the parameter list, the hyper-parameters and per-parameter state (buffers keyed by index)."""
+
+    buffers = ()  # names of the per-parameter arrays in ``self.state[name][i]``
+    hyper = ("lr",)  # hyper-parameters saved in state_dict
+
+    def __init__(self, params, lr):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        if not lr >= 0:
+            raise ValueError(f"learning rate must be >= 0, got {lr}")
+        self.lr = lr
+        self.steps = 0
+        self.state = {name: {} for name in self.buffers}
+        self.param_steps = {}  # how many updates each parameter has had (a parameter without grad is skipped)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        """Update every parameter that has a gradient."""
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.param_steps[i] = self.param_steps.get(i, 0) + 1
+                self.update(i, p, p.grad)
+        self.steps += 1
+
+    def update(self, i, p, g):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """Flat dict: hyper-parameters, ``steps``, ``step.<i>`` and ``<buffer>.<i>`` NumPy arrays."""
+        out = {name: getattr(self, name) for name in self.hyper}
+        out["steps"] = self.steps
+        for i, n in self.param_steps.items():
+            out[f"step.{i}"] = n
+        for name, table in self.state.items():
+            for i, a in table.items():
+                out[f"{name}.{i}"] = to_numpy(a).copy()
+        return out
+
+    def load_state_dict(self, state):
+        """Restore what ``state_dict()`` returned, onto the device and dtype of each parameter."""
+        for name in self.hyper:
+            if name in state:
+                value = state[name]
+                setattr(self, name, tuple(value) if isinstance(value, (list, np.ndarray)) else value)
+        self.steps = int(state.get("steps", 0))
+        self.param_steps, self.state = {}, {name: {} for name in self.buffers}
+        for key, value in state.items():
+            name, _, index = key.rpartition(".")
+            if not index.isdigit():
+                continue
+            i = int(index)
+            if i >= len(self.params):
+                raise ValueError(f"optimiser state {key!r} refers to parameter {i}, but there are {len(self.params)}")
+            p = self.params[i]
+            if name == "step":
+                self.param_steps[i] = int(value)
+            elif name in self.state:
+                if tuple(np.shape(value)) != tuple(p.shape):
+                    raise ValueError(
+                        f"optimiser state {key!r} has shape {np.shape(value)} but parameter {i} has {p.shape}"
+                    )
+                self.state[name][i] = to_device(np.asarray(value, dtype=p.dtype), p.device)
+            else:
+                raise ValueError(f"unknown optimiser state {key!r} for {type(self).__name__}")
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, as PyTorch writes it (dampening 0):
+
+    g = grad + weight_decay * p;  b = g (first step) else momentum * b + g;
+    d = g + momentum * b (nesterov) else b;  p -= lr * d.
+    """
+
+    buffers = ("momentum_buffer",)
+    hyper = ("lr", "momentum", "weight_decay", "nesterov")
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, lr)
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
+        if nesterov and momentum == 0:
+            raise ValueError("nesterov=True needs a momentum > 0")
+        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+
+    def update(self, i, p, g):
+        if self.weight_decay:
+            g = g + self.weight_decay * p.data
+        if self.momentum:
+            buf = self.state["momentum_buffer"].get(i)
+            if buf is None:
+                buf = self.state["momentum_buffer"][i] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam: running means of the gradient (m) and its square (v), bias-corrected by 1 - beta^t.
+
+    g = grad + weight_decay * p (L2 penalty, coupled);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+    """
+
+    buffers = ("exp_avg", "exp_avg_sq")
+    hyper = ("lr", "betas", "eps", "weight_decay")
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+
+    def update(self, i, p, g):
+        xp = get_array_module(p.data)
+        b1, b2 = self.betas
+        if self.weight_decay and self.decoupled:
+            p.data *= 1 - self.lr * self.weight_decay  # AdamW: shrink the weights, outside the adaptive scaling
+        elif self.weight_decay:
+            g = g + self.weight_decay * p.data
+        m = self.state["exp_avg"].setdefault(i, xp.zeros_like(p.data))
+        v = self.state["exp_avg_sq"].setdefault(i, xp.zeros_like(p.data))
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        t = self.param_steps[i]
+        step_size = self.lr / (1 - b1**t)
+        denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + self.eps
+        p.data -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov and Hutter): p *= 1 - lr * weight_decay, then the Adam step."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+class LRScheduler:
+    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch, after the optimiser's steps."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+
+    def lr_at(self, epoch):
+        raise NotImplementedError
+
+    def step(self):
+        self.last_epoch += 1
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+    def get_last_lr(self):
+        return self.optimizer.lr
+
+    def state_dict(self):
+        return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state):
+        self.base_lr, self.last_epoch = float(state["base_lr"]), int(state["last_epoch"])
+        self.optimizer.lr = self.lr_at(self.last_epoch)
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epoch // step_size): a drop by ``gamma`` every ``step_size`` epochs."""
+
+    def __init__(self, optimizer, step_size, gamma=0.1):
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        super().__init__(optimizer)
+        self.step_size, self.gamma = step_size, gamma
+
+    def lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class CosineLR(LRScheduler):
+    """lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2, held at eta_min after T_max.
+
+    The closed form of PyTorch's ``CosineAnnealingLR`` over one half period.
+    """
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):
+        if T_max < 1:
+            raise ValueError(f"T_max must be >= 1, got {T_max}")
+        super().__init__(optimizer)
+        self.T_max, self.eta_min = T_max, eta_min
+
+    def lr_at(self, epoch):
+        t = min(epoch, self.T_max)
+        return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+
+
+CosineAnnealingLR = CosineLR
