@@ -5,3 +5,142 @@ positions, so it is obviously right and obviously slow. Sections are added per o
 """
 
 import numpy as np  # noqa: F401
+
+# ---- pooling, unpooling, bilinear interpolation ------------------------------------------------------------------
+
+
+def _pool_windows(H, W, kernel, stride, padding):
+    """Yield (oh, ow, cells): the in-image (h, w) cells of each pooling window, in row-major window order."""
+    (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    for oh in range(OH):
+        for ow in range(OW):
+            cells = [
+                (oh * SH - PH + i, ow * SW - PW + j)
+                for i in range(KH)
+                for j in range(KW)
+                if 0 <= oh * SH - PH + i < H and 0 <= ow * SW - PW + j < W
+            ]
+            yield oh, ow, cells
+
+
+def _pool_out(H, W, kernel, stride, padding):
+    return (H + 2 * padding[0] - kernel[0]) // stride[0] + 1, (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
+
+
+def max_pool2d(x, kernel, stride, padding):
+    """(y, indices): each window's maximum and the flat index h*W + w of the first maximal cell (NaN wins)."""
+    N, C, H, W = x.shape
+    OH, OW = _pool_out(H, W, kernel, stride, padding)
+    y, idx = np.zeros((N, C, OH, OW)), np.zeros((N, C, OH, OW), dtype=np.int64)
+    for n in range(N):
+        for c in range(C):
+            for oh, ow, cells in _pool_windows(H, W, kernel, stride, padding):
+                best, where = -np.inf, cells[0]
+                for h, w in cells:
+                    if x[n, c, h, w] > best or np.isnan(x[n, c, h, w]):
+                        best, where = x[n, c, h, w], (h, w)
+                y[n, c, oh, ow], idx[n, c, oh, ow] = best, where[0] * W + where[1]
+    return y, idx
+
+
+def max_pool2d_backward(gy, indices, x_shape):
+    """gx: each gy added to the input cell its window's index names."""
+    gx = np.zeros(x_shape)
+    N, C, OH, OW = gy.shape
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    h, w = divmod(int(indices[n, c, oh, ow]), x_shape[3])
+                    gx[n, c, h, w] += gy[n, c, oh, ow]
+    return gx
+
+
+def avg_pool2d(x, kernel, stride, padding):
+    """Window sums divided by KH*KW (padding counts as zeros)."""
+    N, C, H, W = x.shape
+    y = np.zeros((N, C) + _pool_out(H, W, kernel, stride, padding))
+    for n in range(N):
+        for c in range(C):
+            for oh, ow, cells in _pool_windows(H, W, kernel, stride, padding):
+                y[n, c, oh, ow] = sum(x[n, c, h, w] for h, w in cells) / (kernel[0] * kernel[1])
+    return y
+
+
+def avg_pool2d_backward(gy, x_shape, kernel, stride, padding):
+    gx = np.zeros(x_shape)
+    N, C, H, W = x_shape
+    for n in range(N):
+        for c in range(C):
+            for oh, ow, cells in _pool_windows(H, W, kernel, stride, padding):
+                for h, w in cells:
+                    gx[n, c, h, w] += gy[n, c, oh, ow] / (kernel[0] * kernel[1])
+    return gx
+
+
+def max_unpool2d(x, indices, out_size):
+    """Zeros of (N, C, OH, OW) with x[n, c, h, w] written at flat position indices[n, c, h, w]."""
+    N, C, H, W = x.shape
+    y = np.zeros((N, C) + tuple(out_size))
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    oh, ow = divmod(int(indices[n, c, h, w]), out_size[1])
+                    y[n, c, oh, ow] = x[n, c, h, w]
+    return y
+
+
+def max_unpool2d_backward(gy, indices):
+    """gx[n, c, h, w] = gy at the position indices[n, c, h, w] names."""
+    N, C, H, W = indices.shape
+    gx = np.zeros(indices.shape)
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    oh, ow = divmod(int(indices[n, c, h, w]), gy.shape[3])
+                    gx[n, c, h, w] = gy[n, c, oh, ow]
+    return gx
+
+
+def _linear_source(dst, n_in, n_out, factor, align_corners):
+    """(i0, i1, t) of PyTorch's linear interpolation for one output coordinate, computed directly."""
+    if n_in == n_out:
+        src = float(dst)
+    elif align_corners:
+        src = dst * (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    else:
+        ratio = 1.0 / factor if factor else n_in / n_out
+        src = max((dst + 0.5) * ratio - 0.5, 0.0)
+    i0 = min(int(np.floor(src)), n_in - 1)
+    return i0, min(i0 + 1, n_in - 1), min(max(src - i0, 0.0), 1.0)
+
+
+def _bilinear_taps(H, W, OH, OW, factors, align_corners):
+    """Yield (oh, ow, [(h, w, weight), ...]): the four weighted source cells of each output pixel."""
+    for oh in range(OH):
+        h0, h1, th = _linear_source(oh, H, OH, factors[0], align_corners)
+        for ow in range(OW):
+            w0, w1, tw = _linear_source(ow, W, OW, factors[1], align_corners)
+            taps = [(h0, w0, (1 - th) * (1 - tw)), (h0, w1, (1 - th) * tw), (h1, w0, th * (1 - tw)), (h1, w1, th * tw)]
+            yield oh, ow, taps
+
+
+def bilinear(x, out_size, factors=(None, None), align_corners=False):
+    """Bilinear resize of x (N, C, H, W) to out_size (OH, OW); ``factors`` are the scale factors, if given."""
+    N, C, H, W = x.shape
+    y = np.zeros((N, C) + tuple(out_size))
+    for oh, ow, taps in _bilinear_taps(H, W, *out_size, factors, align_corners):
+        for h, w, weight in taps:
+            y[:, :, oh, ow] += weight * x[:, :, h, w]
+    return y
+
+
+def bilinear_backward(gy, x_shape, factors=(None, None), align_corners=False):
+    gx = np.zeros(x_shape)
+    for oh, ow, taps in _bilinear_taps(*x_shape[2:], *gy.shape[2:], factors, align_corners):
+        for h, w, weight in taps:
+            gx[:, :, h, w] += weight * gy[:, :, oh, ow]
+    return gx

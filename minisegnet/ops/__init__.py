@@ -7,3 +7,6 @@ lowercase function under it; the lowercase functions are the public API.
 from .activation import dropout, dropout2d, log_softmax, relu, sigmoid, softmax, tanh
 from .array import broadcast_to, center_crop, concat, getitem, max, mean, pad, reshape, sum, transpose
 from .elementwise import add, div, exp, log, matmul, mul, neg, pow, sqrt, sub, sum_to
+from .norm import batch_norm
+from .pool import avg_pool2d, max_pool2d, max_unpool2d
+from .upsample import bed_of_nails, upsample

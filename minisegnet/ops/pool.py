@@ -1,0 +1,264 @@
+"""Pooling: max_pool2d (with PyTorch's argmax indices), avg_pool2d, and max_unpool2d that puts values back.
+
+Every pooling op here is a loop over the KH*KW *taps* of the window: tap (i, j) sees, for every output
+position (oh, ow), the input element (oh*SH - PH + i, ow*SW - PW + j). One tap is one strided slice of the
+input, so a whole pooling layer is KH*KW vectorised slice operations and the same code runs on NumPy and CuPy.
+Instead of padding the input, each tap is clipped to the output positions whose input element lies inside
+the image (``_tap``), so padded cells are simply never looked at.
+"""
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..tensor import Function, Tensor, as_tensor
+
+
+def _pair(value, name, op):
+    """``value`` as two Python ints (h, w): an int is used for both."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+
+
+def _check_4d(x, op):
+    if x.ndim != 4:
+        raise ValueError(f"{op} expects x of shape (N, C, H, W), got shape {tuple(x.shape)} ({x.ndim} dimensions)")
+
+
+def _pool_geometry(x, kernel_size, stride, padding, op):
+    """Check the arguments of a pooling op and return (KH, KW), (SH, SW), (PH, PW), (OH, OW).
+
+    OH = (H + 2*PH - KH) // SH + 1 and the same for OW (PyTorch's ceil_mode=False).
+    """
+    _check_4d(x, op)
+    KH, KW = _pair(kernel_size, "kernel_size", op)
+    SH, SW = (KH, KW) if stride is None else _pair(stride, "stride", op)
+    PH, PW = _pair(padding, "padding", op)
+    if KH <= 0 or KW <= 0:
+        raise ValueError(f"{op}: kernel_size must be positive, got ({KH}, {KW})")
+    if SH <= 0 or SW <= 0:
+        raise ValueError(f"{op}: stride must be positive, got ({SH}, {SW})")
+    if PH < 0 or PW < 0:
+        raise ValueError(f"{op}: padding must be non-negative, got ({PH}, {PW})")
+    if 2 * PH > KH or 2 * PW > KW:
+        # PyTorch's rule: otherwise a window could lie entirely in the padding.
+        raise ValueError(f"{op}: padding ({PH}, {PW}) must be at most half of kernel_size ({KH}, {KW})")
+    H, W = x.shape[2:]
+    if KH > H + 2 * PH or KW > W + 2 * PW:
+        raise ValueError(
+            f"{op}: kernel_size ({KH}, {KW}) is larger than the padded input ({H + 2 * PH}, {W + 2 * PW}) "
+            f"= input ({H}, {W}) + 2 * padding ({PH}, {PW})"
+        )
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    return (KH, KW), (SH, SW), (PH, PW), (OH, OW)
+
+
+def _tap(k, S, P, n_in, n_out):
+    """Along one axis, kernel tap ``k`` maps output o to input o*S - P + k.
+
+    Returns (out_slice, in_slice): the outputs whose input lies in [0, n_in) and the strided slice of the
+    inputs they read, or None when the tap only ever sees padding.
+    """
+    lo = max(0, -((k - P) // S))  # first o with o*S - P + k >= 0 (a ceiling division)
+    hi = min(n_out, (n_in - 1 + P - k) // S + 1)  # one past the last o with o*S - P + k <= n_in - 1
+    if hi <= lo:
+        return None
+    start = lo * S - P + k
+    return slice(lo, hi), slice(start, start + (hi - lo - 1) * S + 1, S)
+
+
+def _taps(kernel, stride, padding, in_size, out_size):
+    """Yield (i, j, out_index, in_index) for every kernel tap that sees at least one real input element."""
+    (KH, KW), (SH, SW), (PH, PW), (H, W), (OH, OW) = kernel, stride, padding, in_size, out_size
+    for i in range(KH):
+        rows = _tap(i, SH, PH, H, OH)
+        for j in range(KW):
+            cols = _tap(j, SW, PW, W, OW)
+            if rows is not None and cols is not None:
+                yield i, j, (Ellipsis, rows[0], cols[0]), (Ellipsis, rows[1], cols[1])
+
+
+class MaxPool2d(Function):
+    """y = max over each window; the gradient goes to the one element the running argmax picked.
+
+    The running max visits taps in row-major window order and only a strictly larger value (or a NaN, which
+    PyTorch propagates) replaces the current one, so ties go to the first maximum, exactly as PyTorch does.
+    ``self.indices`` holds the winner of each window as a flat index h*W + w into its (n, c) input plane.
+    """
+
+    def __init__(self, kernel_size, stride, padding):
+        self.args = kernel_size, stride, padding
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"max_pool2d needs a floating x, got dtype {x.dtype}")
+        kernel, stride, padding, (OH, OW) = _pool_geometry(x, *self.args, "max_pool2d")
+        N, C, H, W = x.shape
+        (SH, SW), (PH, PW) = stride, padding
+        # corner[oh, ow]: flat index of the window's top-left cell, which may lie in the padding.
+        top, left = xp.arange(OH) * SH - PH, xp.arange(OW) * SW - PW
+        self.corner = top[:, None] * W + left[None, :]
+        # Start each window at its first real cell with value -inf: that cell wins unless something beats it,
+        # which is what PyTorch's loop does (it matters only for windows full of -inf).
+        first = xp.maximum(top, 0)[:, None] * W + xp.maximum(left, 0)[None, :]
+        indices = xp.broadcast_to(first, (N, C, OH, OW)).astype(xp.int64)
+        y = xp.full((N, C, OH, OW), -xp.inf, dtype=x.dtype)
+        self.taps = list(_taps(kernel, stride, padding, (H, W), (OH, OW)))
+        for i, j, out, inp in self.taps:
+            window, best = x[inp], y[out]  # basic slices are views: copyto below writes into y and indices
+            better = (window > best) | xp.isnan(window)
+            xp.copyto(best, window, where=better)
+            xp.copyto(indices[out], self.corner[out[1:]] + (i * W + j), where=better)
+        self.x_shape, self.indices = x.shape, indices
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        W = self.x_shape[3]
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        # Within one tap distinct outputs read distinct inputs, so `+=` on the strided slice never collides.
+        for i, j, out, inp in self.taps:
+            won = self.indices[out] == self.corner[out[1:]] + (i * W + j)
+            gx[inp] += gy[out] * won
+        return gx
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d`` (ceil_mode=False, dilation 1).
+
+    x (N, C, H, W) -> y (N, C, OH, OW) with OH = (H + 2*padding - kernel) // stride + 1 (same for OW).
+    ``kernel_size``, ``stride`` (default: kernel_size) and ``padding`` are ints or (h, w) pairs; padding counts
+    as -inf and may be at most half the kernel. The gradient goes to one element per window, the first maximum
+    in row-major window order. With ``return_indices=True`` also returns int64 indices (N, C, OH, OW): the
+    flat position h*W + w of each maximum in its (n, c) plane, as ``max_unpool2d`` expects.
+    """
+    f = MaxPool2d(kernel_size, stride, padding)
+    y = f(x)
+    # The indices are not a differentiable output, so they are wrapped here rather than returned by forward.
+    return (y, Tensor(f.indices)) if return_indices else y
+
+
+class AvgPool2d(Function):
+    """y = (sum of the window) / (KH*KW), padding counted as zeros (count_include_pad=True);
+    gx spreads gy / (KH*KW) back over each window."""
+
+    def __init__(self, kernel_size, stride, padding):
+        self.args = kernel_size, stride, padding
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"avg_pool2d needs a floating x, got dtype {x.dtype}")
+        (KH, KW), stride, padding, (OH, OW) = _pool_geometry(x, *self.args, "avg_pool2d")
+        N, C, H, W = self.x_shape = x.shape
+        self.taps, self.count = list(_taps((KH, KW), stride, padding, (H, W), (OH, OW))), KH * KW
+        y = xp.zeros((N, C, OH, OW), dtype=x.dtype)
+        for _, _, out, inp in self.taps:
+            y[out] += x[inp]
+        return y / self.count
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.x_shape, dtype=gy.dtype)
+        g = gy / self.count
+        for _, _, out, inp in self.taps:
+            gx[inp] += g[out]
+        return gx
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d`` (count_include_pad=True, ceil_mode=False).
+
+    x (N, C, H, W) -> y (N, C, OH, OW) with OH = (H + 2*padding - kernel) // stride + 1 (same for OW); every
+    window is divided by KH*KW, padded zeros included. Arguments as for ``max_pool2d``.
+    """
+    return AvgPool2d(kernel_size, stride, padding)(x)
+
+
+def _unpool_size(x, kernel_size, stride, padding, output_size):
+    """PyTorch's output size for max_unpool2d: (H - 1)*S - 2P + K by default, or a checked ``output_size``."""
+    op = "max_unpool2d"
+    _check_4d(x, op)
+    KH, KW = _pair(kernel_size, "kernel_size", op)
+    SH, SW = (KH, KW) if stride is None else _pair(stride, "stride", op)
+    PH, PW = _pair(padding, "padding", op)
+    if min(KH, KW, SH, SW) <= 0 or min(PH, PW) < 0:
+        raise ValueError(
+            f"{op}: kernel_size and stride must be positive and padding non-negative, got "
+            f"kernel_size ({KH}, {KW}), stride ({SH}, {SW}), padding ({PH}, {PW})"
+        )
+    H, W = x.shape[2:]
+    default = ((H - 1) * SH - 2 * PH + KH, (W - 1) * SW - 2 * PW + KW)
+    if output_size is None:
+        size = default
+    else:
+        size = tuple(int(s) for s in output_size)
+        size = size[2:] if len(size) == 4 else size  # PyTorch also accepts (N, C, H, W)
+        if len(size) != 2:
+            raise ValueError(f"{op}: output_size must be (H, W) or (N, C, H, W), got {tuple(output_size)}")
+        for s, d, S, axis in zip(size, default, (SH, SW), "HW"):
+            # Any size a max_pool2d with these arguments maps to x's size is allowed, and no other.
+            if not d - S < s < d + S:
+                raise ValueError(f"{op}: output_size {size}: {axis} must be strictly between {d - S} and {d + S}")
+    if min(size) <= 0:
+        raise ValueError(f"{op}: the output size {size} is not positive")
+    return size
+
+
+class MaxUnpool2d(Function):
+    """y = zeros with y[n, c].flat[indices[n, c, h, w]] = x[n, c, h, w]; gx = gy gathered at the same indices.
+
+    Forward scatters, backward gathers: each is the adjoint of the other.
+    """
+
+    def __init__(self, size):
+        self.size = size
+
+    def forward(self, x, indices):
+        xp = get_array_module(x, indices)
+        if indices.dtype.kind not in "iu":
+            raise TypeError(f"max_unpool2d: indices must be integers, got dtype {indices.dtype}")
+        if indices.shape != x.shape:
+            raise ValueError(
+                f"max_unpool2d: indices have shape {tuple(indices.shape)} but x has shape {tuple(x.shape)}; "
+                "they must be equal"
+            )
+        N, C = x.shape[:2]
+        OH, OW = self.size
+        flat = indices.reshape(N * C, -1)
+        if flat.size and (int(flat.min()) < 0 or int(flat.max()) >= OH * OW):
+            bad = int(flat.min()) if int(flat.min()) < 0 else int(flat.max())
+            raise ValueError(
+                f"max_unpool2d: invalid index {bad}: indices must lie in [0, {OH * OW}) for an output plane of "
+                f"size ({OH}, {OW})"
+            )
+        self.flat, self.x_shape = flat, x.shape
+        y = xp.zeros((N * C, OH * OW), dtype=x.dtype)
+        # Plain fancy assignment. Overlapping pooling windows can repeat an index; which value then lands there
+        # is unspecified, as in PyTorch (whose loop runs in parallel). The backward gather is always exact.
+        y[xp.arange(N * C)[:, None], flat] = x.reshape(N * C, -1)
+        return y.reshape(N, C, OH, OW)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.take_along_axis(gy.reshape(self.flat.shape[0], -1), self.flat, axis=1)
+        return gx.reshape(self.x_shape), None
+
+
+def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of ``max_pool2d``, as ``torch.nn.functional.max_unpool2d`` (SegNet's upsampling).
+
+    x (N, C, H, W) and the int indices (N, C, H, W) that ``max_pool2d(..., return_indices=True)`` returned ->
+    y (N, C, OH, OW): zeros except each value of x put back where its window's maximum was. By default
+    OH = (H - 1)*stride - 2*padding + kernel (same for OW); ``output_size`` (OH, OW) picks another size a
+    max_pool2d could have come from, e.g. the odd size before pooling.
+    """
+    x, indices = as_tensor(x), as_tensor(indices)
+    return MaxUnpool2d(_unpool_size(x, kernel_size, stride, padding, output_size))(x, indices)
