@@ -233,17 +233,21 @@ def _topological_order(root):
 
     An iterative depth-first post-order with an explicit stack, reversed.
     """
-    order, seen, stack = [], {id(root)}, [(root, False)]
+    order, seen, stack = [], set(), [(root, False)]
     while stack:
         f, done = stack.pop()
         if done:
             order.append(f)
             continue
+        # Mark a function when it is expanded, not when it is pushed: a function reached first from a
+        # shallow input must still come after every deeper path to it, or a fork's gradients arrive late.
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
         stack.append((f, True))
         for x in f.inputs:
             g = None if x is None else x.creator
             if g is not None and id(g) not in seen:
-                seen.add(id(g))
                 stack.append((g, False))
     return reversed(order)
 

@@ -175,3 +175,12 @@ def test_python_numbers_keep_float32(device):
     x = rand(3, device=device, dtype=np.float32)
     assert (x * 2.5 + 1).dtype == np.float32
     assert (1.0 / x - 2).dtype == np.float32
+
+
+def test_fork_of_an_intermediate_reached_first_by_a_short_path():
+    # b feeds the sum directly and through a longer path; b's creator must run after both have added
+    # their gradient (a topological-order bug once sent only the short path's gradient back).
+    a = msn.tensor([1.0, 2.0], requires_grad=True)
+    b = a * 1.0
+    (b + b * 2).sum().backward()
+    np.testing.assert_allclose(a.grad, [3.0, 3.0])
