@@ -54,8 +54,8 @@ def default_device():
     return check_device(os.environ.get("MINISEGNET_DEVICE", "cpu").strip().lower() or "cpu")
 
 
-def _raw(x):
-    # Unwrap a Tensor without importing tensor.py (arrays and NumPy scalars also have a ``.data``).
+def unwrap(x):
+    """The array inside a Tensor, or ``x`` itself (arrays and NumPy scalars have a ``.data`` too: left alone)."""
     if x is None or isinstance(x, (np.ndarray, np.generic, int, float, complex)) or is_gpu_array(x):
         return x
     return getattr(x, "data", x)
@@ -73,7 +73,7 @@ def get_array_module(*xs):
     """
     if cp is None:
         return np
-    kinds = {is_gpu_array(a) for a in map(_raw, xs) if a is not None and not np.isscalar(a)}
+    kinds = {is_gpu_array(a) for a in map(unwrap, xs) if a is not None and not np.isscalar(a)}
     if len(kinds) > 1:
         raise TypeError("cannot mix CPU (NumPy) and GPU (CuPy) arrays in one operation; move them with .to()")
     return cp if kinds == {True} else np
@@ -81,13 +81,13 @@ def get_array_module(*xs):
 
 def device_of(a):
     """ "gpu" for a CuPy array, "cpu" otherwise."""
-    return "gpu" if is_gpu_array(_raw(a)) else "cpu"
+    return "gpu" if is_gpu_array(unwrap(a)) else "cpu"
 
 
 def to_device(a, device):
     """Copy array ``a`` to ``device`` ("cpu" or "gpu"); no copy when it is already there."""
     check_device(device)
-    a = _raw(a)
+    a = unwrap(a)
     if device == "gpu":
         return cp.asarray(a)
     return to_numpy(a)
@@ -95,7 +95,7 @@ def to_device(a, device):
 
 def to_numpy(a):
     """A NumPy array holding ``a`` (a host copy when ``a`` lives on the GPU)."""
-    a = _raw(a)
+    a = unwrap(a)
     if is_gpu_array(a):
         return cp.asnumpy(a)
     return np.asarray(a)

@@ -1,0 +1,102 @@
+"""Use a trained checkpoint: ``minisegnet evaluate`` (per-class metrics) and ``minisegnet predict`` (masks).
+
+A U-Net of depth d needs sides divisible by 2^d (an FCN by 32); ``segment_image`` pads an image of
+any size by reflection up to the next valid size and crops the prediction back, so every pixel of
+the original gets a label.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .data import colorize
+from .data.folder import IMAGE_SUFFIXES, load_image
+from .plots import predict_masks
+from .train import evaluate_model, load_datasets, load_model
+
+
+def _multiple(cfg):
+    return 32 if cfg.model.startswith("fcn") else 2**cfg.depth
+
+
+def segment_image(model, cfg, image, device="cpu"):
+    """image (3, H, W) float32 in [0, 1] -> mask (H, W) int64, padding to a size the model accepts."""
+    m = _multiple(cfg)
+    H, W = image.shape[1:]
+    ph, pw = -H % m, -W % m
+    mode = "reflect" if ph < H and pw < W else "edge"  # reflection needs the pad to be smaller than the side
+    padded = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode=mode)
+    return predict_masks(model, padded[None], device)[0, :H, :W]
+
+
+def overlay(image, mask, palette, alpha=0.45):
+    """The image (3, H, W) with each labelled pixel tinted by its class colour (background left clear)."""
+    rgb = image.transpose(1, 2, 0)
+    colours = colorize(mask, palette).astype(np.float32) / 255
+    tint = (mask > 0)[..., None] * alpha
+    return ((1 - tint) * rgb + tint * colours).clip(0, 1)
+
+
+def _image_files(inputs):
+    files = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"input {item} does not exist")
+    if not files:
+        raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, inputs))}")
+    return files
+
+
+def predict_files(checkpoint, inputs, out="predictions", device="cpu"):
+    """Write ``<stem>_mask.png`` (colour-coded classes) and ``<stem>_overlay.png`` for every input image."""
+    model, cfg, state = load_model(checkpoint)
+    model.to(device)
+    palette = np.asarray(state["palette"], dtype=np.uint8)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in _image_files(inputs):
+        image = load_image(path)
+        mask = segment_image(model, cfg, image, device)
+        for suffix, picture in (("mask", colorize(mask, palette)), ("overlay", overlay(image, mask, palette))):
+            target = out / f"{path.stem}_{suffix}.png"
+            Image.fromarray(np.asarray(picture * 255 if picture.dtype != np.uint8 else picture, np.uint8)).save(target)
+            written.append(target)
+    return written
+
+
+def format_metrics_table(result, class_names):
+    """Per-class IoU and Dice as an aligned text table, then the means."""
+    width = max(len("class"), *(len(c) for c in class_names))
+    lines = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}"]
+    for name, i, d in zip(class_names, result["iou"], result["dice"]):
+        lines.append(f"{name:<{width}}  {_fmt(i)}  {_fmt(d)}")
+    lines.append(f"{'mean':<{width}}  {_fmt(result['miou'])}  {_fmt(result['mean_dice'])}")
+    lines.append(f"foreground mIoU {result['fg_miou']:.4f}   pixel accuracy {result['pixel_acc']:.4f}")
+    return "\n".join(lines)
+
+
+def _fmt(v):
+    return "   n/a" if v is None or not np.isfinite(v) else f"{v:6.4f}"
+
+
+def evaluate_checkpoint(checkpoint, data=None, device="cpu", json_path=None):
+    """Print per-class IoU and Dice of a checkpoint on the validation split of ``data``; write them as JSON."""
+    model, cfg, state = load_model(checkpoint)
+    if data is not None:
+        cfg.data = data
+    model.to(device)
+    _, val_ds = load_datasets(cfg)
+    result = evaluate_model(model, val_ds, device=device)
+    print(f"{checkpoint} on {cfg.data} ({len(val_ds)} validation images)")
+    print(format_metrics_table(result, val_ds.class_names))
+    json_path = Path(json_path) if json_path else Path(checkpoint).with_suffix(".eval.json")
+    json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "data": cfg.data, **result}, indent=2))
+    print(f"wrote {json_path}")
+    return result

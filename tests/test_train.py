@@ -1,0 +1,94 @@
+"""minisegnet/train.py: a quick run writes its folder, resumes exactly, and stops on a NaN loss."""
+
+import json
+
+import numpy as np
+import pytest
+
+from minisegnet import io, train
+from minisegnet.train import NonFiniteLoss, TrainConfig
+
+
+def quick(tmp_path, **kw):
+    return TrainConfig(out=str(tmp_path), quick=True, **kw)
+
+
+def test_quick_run_writes_checkpoints_metrics_and_plots(tmp_path):
+    summary = train.train(quick(tmp_path, name="run"), progress=False)
+    run = tmp_path / "run"
+    for name in [
+        "config.json",
+        "metrics.json",
+        "curves.png",
+        "predictions.png",
+        "checkpoint_last.npz",
+        "checkpoint_best.npz",
+    ]:
+        assert (run / name).stat().st_size > 0, name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and 0 <= metrics["final"]["miou"] <= 1
+    assert summary["parameters"] > 0 and summary["peak_memory_mb"] > 0
+    assert not list(run.glob("*.tmp*")), "no temporary files left behind"
+
+
+def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path):
+    cfg_full, cfg_cut = quick(tmp_path, name="full"), quick(tmp_path, name="cut")
+    train.train(cfg_full, progress=False)
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg_cut, progress=False, on_epoch_end=interrupt)
+    assert io.load(tmp_path / "cut" / "checkpoint_last.npz")["epoch"] == 0
+    train.train(cfg_cut, resume=True, progress=False)
+    full = io.load(tmp_path / "full" / "checkpoint_last.npz")
+    cut = io.load(tmp_path / "cut" / "checkpoint_last.npz")
+    assert full["model"].keys() == cut["model"].keys()
+    for name in full["model"]:
+        np.testing.assert_array_equal(full["model"][name], cut["model"][name], err_msg=name)
+    for name, value in full["optimizer"].items():
+        np.testing.assert_array_equal(value, cut["optimizer"][name], err_msg=name)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
+    make_loss, calls = train.make_loss, []
+
+    def poisoned(*args):
+        loss = make_loss(*args)
+
+        def fn(logits, masks):
+            calls.append(1)
+            return loss(logits, masks) * (np.nan if len(calls) == 6 else 1.0)
+
+        return fn
+
+    monkeypatch.setattr(train, "make_loss", poisoned)
+    with pytest.raises(NonFiniteLoss, match="at step 6"):
+        train.train(quick(tmp_path, name="nan"), progress=False)
+    state = io.load(tmp_path / "nan" / "checkpoint_last.npz")
+    assert state["epoch"] == 0
+    assert all(np.isfinite(a).all() for a in state["model"].values())
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("model", "resnet", "'resnet'"),
+        ("loss", "focal", "'focal'"),
+        ("data", "imagenet", "'imagenet'"),
+        ("optimizer", "lion", "'lion'"),
+    ],
+)
+def test_bad_config_values_are_named(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        train.train(quick(tmp_path, **{field: value}), progress=False)
+
+
+@pytest.mark.parametrize("model", ["fcn8s", "segnet"])
+def test_other_models_and_losses_train(tmp_path, model):
+    summary = train.train(
+        quick(tmp_path, name=model, model=model, loss="ce", class_weights="balanced", border_weights=True),
+        progress=False,
+    )
+    assert np.isfinite(summary["history"][-1]["train_loss"])
