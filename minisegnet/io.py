@@ -38,6 +38,8 @@ def _plain(v, key):
         return v
     if isinstance(v, (list, tuple)):
         return [_plain(x, key) for x in v]
+    if isinstance(v, dict):  # a dict inside a list (e.g. a history of epoch records) is stored as JSON
+        return {str(k): _plain(x, f"{key}.{k}") for k, x in v.items()}
     raise TypeError(f"save: value at {key!r} has type {type(v).__name__}; expected an array, number, string or list")
 
 
