@@ -144,3 +144,59 @@ def bilinear_backward(gy, x_shape, factors=(None, None), align_corners=False):
         for h, w, weight in taps:
             gx[:, :, h, w] += weight * gy[:, :, oh, ow]
     return gx
+
+
+# ---- metrics and the U-Net weight map (tests/test_metrics.py, tests/test_weightmap.py) ----------------------------
+def confusion_matrix(pred, target, num_classes, ignore_index=None):
+    """cm[i, j] counts the pixels of target i predicted as j, one pixel at a time."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for p, t in zip(np.ravel(pred), np.ravel(target)):
+        if ignore_index is not None and t == ignore_index:
+            continue
+        cm[t, p] += 1
+    return cm
+
+
+def per_class_iou_dice(pred, target, num_classes, ignore_index=None):
+    """IoU and Dice of each class from pixel sets, NaN for a class absent from pred and target."""
+    iou, dice = [], []
+    pairs = [(p, t) for p, t in zip(np.ravel(pred), np.ravel(target)) if ignore_index is None or t != ignore_index]
+    for c in range(num_classes):
+        inter = sum(1 for p, t in pairs if p == c and t == c)
+        in_pred = sum(1 for p, t in pairs if p == c)
+        in_target = sum(1 for p, t in pairs if t == c)
+        union = in_pred + in_target - inter
+        iou.append(inter / union if union else float("nan"))
+        dice.append(2 * inter / (in_pred + in_target) if union else float("nan"))
+    return iou, dice
+
+
+def objects_4connected(mask):
+    """A list of pixel lists, one per 4-connected component of each foreground label, by flood fill."""
+    H, W = mask.shape
+    seen = np.zeros((H, W), dtype=bool)
+    objects = []
+    for i in range(H):
+        for j in range(W):
+            if mask[i, j] == 0 or seen[i, j]:
+                continue
+            stack, pixels = [(i, j)], []
+            seen[i, j] = True
+            while stack:
+                a, b = stack.pop()
+                pixels.append((a, b))
+                for u, v in ((a + 1, b), (a - 1, b), (a, b + 1), (a, b - 1)):
+                    if 0 <= u < H and 0 <= v < W and not seen[u, v] and mask[u, v] == mask[i, j]:
+                        seen[u, v] = True
+                        stack.append((u, v))
+            objects.append(pixels)
+    return objects
+
+
+def unet_border_term(mask, w0, sigma):
+    """w0 exp(-(d1 + d2)^2 / (2 sigma^2)) with d1, d2 measured to every pixel of every object by brute force."""
+    objects = objects_4connected(mask)
+    H, W = mask.shape
+    term = np.zeros((H, W))
+    if len(objects) < 2:
+        return term

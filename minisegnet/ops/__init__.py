@@ -10,3 +10,6 @@ from .elementwise import add, div, exp, log, matmul, mul, neg, pow, sqrt, sub, s
 from .norm import batch_norm
 from .pool import avg_pool2d, max_pool2d, max_unpool2d
 from .upsample import bed_of_nails, upsample
+from .dice import soft_dice_loss
+from .loss import binary_cross_entropy_with_logits, cross_entropy, dice_ce_loss
+from .weightmap import unet_weight_map

@@ -1,0 +1,220 @@
+"""Losses: pixel-wise cross-entropy, binary cross-entropy with logits, and Dice + cross-entropy.
+
+Cross-entropy and BCE are each one Function with a hand-derived backward (soft Dice lives in dice.py). Class weights
+and pixel weights are constants: they may be arrays or Tensors, and no gradient flows into them.
+"""
+
+import numpy as np
+
+from ..backend import get_array_module
+from ..tensor import Function
+from .activation import softmax
+from .dice import check_class_weight, check_finite, check_labels, check_unit_interval, constant, soft_dice_loss
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(reduction, what):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+class CrossEntropy(Function):
+    """Pixel i has logits x_i (C,), label t_i, and weight w_i = weight[t_i] * pixel_weight_i (0 if ignored).
+
+    Forward, with log-sum-exp for a stable log-softmax:
+
+        l_i = -w_i log p_{i, t_i},   log p_{i, c} = x_{i, c} - log sum_k exp x_{i, k}
+
+    reduction "none" returns l; "sum" returns S = sum_i l_i; "mean" returns S / D with D = sum_i weight[t_i] over
+    counted pixels (PyTorch's normaliser; the pixel weights are not in it). When D = 0 (every pixel ignored, or only
+    classes of weight 0 counted) the mean is 0 with a zero gradient; PyTorch returns NaN there.
+
+    Backward. d log p_{i, t} / d x_{i, c} = [c = t] - p_{i, c}, so dl_i / dx_{i, c} = w_i (p_{i, c} - [c = t_i]): the
+    softmax minus the one-hot, scaled by the pixel's weight, then by gy ("none", "sum") or gy / D ("mean").
+    """
+
+    def __init__(self, ignore_index, reduction):
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, x, t, weight, pixel_weight):
+        xp = get_array_module(x)
+        self._check(x, t, weight, pixel_weight)
+        C = x.shape[1]
+        valid = xp.ones(t.shape, dtype=bool) if self.ignore_index is None else t != self.ignore_index
+        t0 = xp.where(valid, t, 0)  # any real class where ignored, so that indexing stays in range
+        # Subtracting the max changes no log-probability and keeps every exp() <= 1.
+        shifted = x - x.max(axis=1, keepdims=True)
+        logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        w = valid.astype(x.dtype) if weight is None else weight.astype(x.dtype)[t0] * valid
+        D = w.sum()
+        if pixel_weight is not None:
+            w = w * pixel_weight.astype(x.dtype)
+        loss = -w * xp.take_along_axis(logp, t0[:, None], axis=1)[:, 0]
+
+        self.p, self.w, self.t0, self.C = xp.exp(logp), w, t0, C
+        # 1 / D, or 0 when nothing is counted (no host sync needed to decide).
+        self.scale = xp.where(D > 0, 1 / xp.where(D > 0, D, 1), 0).astype(x.dtype)
+        if self.reduction == "none":
+            return loss
+        return loss.sum() * self.scale if self.reduction == "mean" else loss.sum()
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        classes = xp.arange(self.C).reshape((1, self.C) + (1,) * (self.p.ndim - 2))
+        one_hot = self.t0[:, None] == classes
+        scale = self.w * (gy * self.scale if self.reduction == "mean" else gy)
+        return (self.p - one_hot) * scale[:, None], None, None, None
+
+    def _check(self, x, t, weight, pixel_weight):
+        if x.dtype.kind != "f" or x.ndim < 2:
+            raise ValueError(f"cross_entropy: logits must be a float array (N, C, ...), got {x.dtype} {tuple(x.shape)}")
+        expected = (x.shape[0],) + tuple(x.shape[2:])
+        if tuple(t.shape) != expected:
+            raise ValueError(
+                f"cross_entropy: target shape {tuple(t.shape)} does not match logits shape {tuple(x.shape)}; "
+                f"expected {expected}"
+            )
+        check_finite(x, "cross_entropy: logits")
+        check_labels(t, x.shape[1], self.ignore_index, "cross_entropy: target")
+        if weight is not None:
+            check_class_weight(weight, x.shape[1], "cross_entropy: weight")
+        if pixel_weight is not None and tuple(pixel_weight.shape) != expected:
+            raise ValueError(
+                f"cross_entropy: pixel_weight shape {tuple(pixel_weight.shape)} does not match target shape {expected}"
+            )
+
+
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", pixel_weight=None):
+    """Softmax cross-entropy per pixel, as torch.nn.functional.cross_entropy with class-index targets.
+
+    logits (N, C) or (N, C, H, W) (any trailing axes), target integer (N) or (N, H, W), weight (C,) class weights,
+    pixel_weight (N, H, W) (e.g. U-Net border weights from ``unet_weight_map``) multiplying each pixel's loss.
+    Pixels whose label is ``ignore_index`` count for nothing. reduction "mean" -> scalar divided by the summed class
+    weights of the counted pixels (pixel_weight is NOT in that normaliser, so with weight=None and nothing ignored it
+    is the plain mean of pixel_weight * loss over pixels); "sum" -> scalar; "none" -> (N) or (N, H, W), 0 where
+    ignored. If every pixel is ignored, "mean" gives 0 and a zero gradient (PyTorch gives NaN).
+
+    At initialisation (equal scores) every class has probability 1 / C, so the loss is log C:
+
+    >>> import numpy as np
+    >>> round(cross_entropy(np.zeros((2, 4, 3, 3)), np.zeros((2, 3, 3), dtype=int)).item(), 4)  # log 4
+    1.3863
+    """
+    _check_reduction(reduction, "cross_entropy")
+    return CrossEntropy(ignore_index, reduction)(logits, target, constant(weight, logits), pixel_weight)
+
+
+class BCEWithLogits(Function):
+    """l = -[q t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))] with q = pos_weight (1 when None).
+
+    With L = log(1 + e^-|x|), log sigmoid(x) = -max(-x, 0) - L and log(1 - sigmoid(x)) = -max(x, 0) - L, so
+
+        l = (1 - t) max(x, 0) + q t max(-x, 0) + c L,   c = 1 + (q - 1) t
+
+    a sum of terms >= 0 that neither overflows nor cancels (q = 1 gives the familiar max(x, 0) - x t + L).
+
+    Backward. d/dx log sigmoid(x) = sigmoid(-x) and d/dx log(1 - sigmoid(x)) = -sigmoid(x), so
+
+        dl/dx = (1 - t) sigmoid(x) - q t sigmoid(-x)      (= sigmoid(x) - t when q = 1)
+        dl/dt = -x + (q - 1) (max(-x, 0) + L)
+
+    each times gy, and times 1 / (number of elements) for "mean".
+    """
+
+    def __init__(self, reduction):
+        self.reduction = reduction
+
+    def forward(self, x, t, q):
+        xp = get_array_module(x)
+        if x.dtype.kind != "f":
+            raise ValueError(f"binary_cross_entropy_with_logits: logits must be float, got {x.dtype}")
+        if tuple(t.shape) != tuple(x.shape):
+            raise ValueError(
+                f"binary_cross_entropy_with_logits: target shape {tuple(t.shape)} does not match logits shape "
+                f"{tuple(x.shape)}"
+            )
+        check_finite(x, "binary_cross_entropy_with_logits: logits")
+        t = t.astype(x.dtype)
+        check_unit_interval(t, "binary_cross_entropy_with_logits: target")
+        q = None if q is None else self._pos_weight(q, x)
+        qt = t if q is None else q * t
+        L = xp.log1p(xp.exp(-xp.abs(x)))
+        loss = (1 - t) * xp.maximum(x, 0) + qt * xp.maximum(-x, 0) + (L if q is None else (1 + (q - 1) * t) * L)
+        self.x, self.t, self.qt, self.q, self.L = x, t, qt, q, L
+        self.n = 1.0 / loss.size if self.reduction == "mean" else 1.0
+        return loss if self.reduction == "none" else loss.sum() * self.n
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gy = gy * self.n
+        sig = 0.5 * (xp.tanh(0.5 * self.x) + 1)  # sigmoid(x) without overflow; sigmoid(-x) = 1 - sig loses
+        sig_neg = 0.5 * (xp.tanh(-0.5 * self.x) + 1)  # the tiny values, so it gets its own tanh
+        gx = gy * ((1 - self.t) * sig - self.qt * sig_neg)
+        gt = None
+        if self.needs_input_grad[1]:
+            gt = gy * (-self.x if self.q is None else -self.x + (self.q - 1) * (xp.maximum(-self.x, 0) + self.L))
+        return gx, gt, None
+
+    def _pos_weight(self, q, x):
+        q = q.astype(x.dtype)
+        if q.ndim == 1 and x.ndim > 2:  # (C,) weighs the class axis 1 of (N, C, H, W)
+            check_class_weight(q, x.shape[1], "binary_cross_entropy_with_logits: pos_weight")
+            q = q.reshape((-1,) + (1,) * (x.ndim - 2))
+        try:
+            ok = np.broadcast_shapes(q.shape, x.shape) == tuple(x.shape)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"binary_cross_entropy_with_logits: pos_weight shape {tuple(q.shape)} does not broadcast to logits "
+                f"shape {tuple(x.shape)}"
+            )
+        return q
+
+
+def binary_cross_entropy_with_logits(logits, target, pos_weight=None, reduction="mean"):
+    """Sigmoid + binary cross-entropy in one stable step, for multi-label masks.
+
+    logits (N, C, H, W) (any shape), target of the same shape with values in [0, 1] (float, bool or int),
+    pos_weight (C,) multiplies the loss of positive targets of class c. A (C,) pos_weight weighs axis 1 of a 3-D or
+    larger input; PyTorch broadcasts it against the LAST axis, so its equivalent for (N, C, H, W) is a (C, 1, 1)
+    pos_weight (which works here too). reduction "mean" (over all elements), "sum" or "none".
+    """
+    _check_reduction(reduction, "binary_cross_entropy_with_logits")
+    return BCEWithLogits(reduction)(logits, target, constant(pos_weight, logits))
+
+
+def dice_ce_loss(
+    logits,
+    target,
+    lambda_dice=1.0,
+    lambda_ce=1.0,
+    weight=None,
+    ignore_index=-100,
+    pixel_weight=None,
+    smooth=1e-6,
+    squared=True,
+    reduce_batch=False,
+    include_background=True,
+    dice_weight=None,
+):
+    """lambda_ce * cross_entropy(logits, target) + lambda_dice * soft_dice_loss(softmax(logits), target).
+
+    logits (N, C, H, W), target integer labels (N, H, W). ``weight``, ``ignore_index`` and ``pixel_weight`` go to
+    the cross-entropy; ``ignore_index`` also masks those pixels out of the Dice sums. ``smooth``, ``squared``,
+    ``reduce_batch``, ``include_background`` and ``dice_weight`` (the Dice ``weight``) go to the soft Dice loss.
+    Built from the library's ops, so its gradient is the sum of the two hand-derived ones through softmax.
+    """
+    ce = cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, pixel_weight=pixel_weight)
+    dice = soft_dice_loss(
+        softmax(logits, axis=1),
+        target,
+        smooth=smooth,
+        squared=squared,
+        reduce_batch=reduce_batch,
+        include_background=include_background,
+        weight=dice_weight,
+        ignore_index=ignore_index,
+    )
+    return ce * lambda_ce + dice * lambda_dice

@@ -1,0 +1,234 @@
+"""ops/loss.py: cross_entropy, binary_cross_entropy_with_logits, dice_ce_loss."""
+
+import math
+
+import numpy as np
+import pytest
+
+import minisegnet as msn
+import minisegnet.ops as F
+from minisegnet.backend import to_device
+from minisegnet.gradcheck import gradcheck
+
+from utils import rand, rel_error, to_torch, torch
+
+W3 = np.array([0.5, 1.0, 2.0])
+
+
+def labels(shape, C=3, device="cpu", seed=0, ignore=None):
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, C, shape)
+    if ignore is not None:
+        t[rng.random(shape) < 0.3] = ignore
+    return to_device(t, device)
+
+
+# ---- cross-entropy --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 5)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+@pytest.mark.parametrize("ignore", [None, -100, 1], ids=["noignore", "ignore-100", "ignore1"])
+def test_cross_entropy_gradcheck(device, shape, reduction, weighted, ignore):
+    x = rand(*shape, device=device)
+    t = labels((shape[0],) + shape[2:], device=device, ignore=-100 if ignore == -100 else None)
+    kw = {"reduction": reduction, "weight": to_device(W3, device) if weighted else None}
+    if ignore is not None:
+        kw["ignore_index"] = ignore
+    rep = gradcheck(lambda x: F.cross_entropy(x, t, **kw), x)
+    assert rep.max_rel_err <= 1e-6, rep
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_pixel_weight_gradcheck(device, reduction):
+    x = rand(2, 3, 4, 5, device=device)
+    t = labels((2, 4, 5), device=device, ignore=-100)
+    pw = rand(2, 4, 5, device=device, low=0.5, high=3.0, requires_grad=False)  # a Tensor: no gradient flows into it
+    rep = gradcheck(
+        lambda x: F.cross_entropy(x, t, weight=to_device(W3, device), reduction=reduction, pixel_weight=pw), x
+    )
+    assert rep.max_rel_err <= 1e-6, rep
+    assert pw.grad is None
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5), (2, 3, 2, 3, 2)], ids=str)
+def test_cross_entropy_any_number_of_trailing_axes(shape):
+    x, t = rand(*shape), labels((shape[0],) + shape[2:])
+    rep = gradcheck(lambda x: F.cross_entropy(x, t, weight=W3), x)
+    assert rep.max_rel_err <= 1e-6, rep
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 4, 5), (2, 3, 4)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
+def test_cross_entropy_matches_torch(shape, reduction, weighted):
+    torch_ = torch()
+    x, t = rand(*shape), labels((shape[0],) + shape[2:], ignore=-100)
+    y = F.cross_entropy(x, t, weight=W3 if weighted else None, reduction=reduction)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    y.backward(g)
+    tx = to_torch(x, True)
+    ty = torch_.nn.functional.cross_entropy(
+        tx, torch_.from_numpy(t), weight=torch_.from_numpy(W3) if weighted else None, reduction=reduction
+    )
+    ty.backward(torch_.from_numpy(g))
+    assert rel_error(y, ty.detach().numpy()) < 1e-10
+    assert rel_error(x.grad, tx.grad.numpy()) < 1e-10
+
+
+def test_cross_entropy_pixel_weight_scales_the_loss_but_not_the_normaliser():
+    torch_ = torch()
+    x, t = rand(2, 3, 4, 5), labels((2, 4, 5), ignore=-100)
+    pw = np.random.default_rng(2).uniform(0.5, 3.0, (2, 4, 5))
+    y = F.cross_entropy(x, t, weight=W3, pixel_weight=pw)
+    y.backward()
+    tx, tt = to_torch(x, True), torch_.from_numpy(t)
+    per_pixel = torch_.nn.functional.cross_entropy(tx, tt, weight=torch_.from_numpy(W3), reduction="none")
+    counted = t != -100
+    expected = (per_pixel * torch_.from_numpy(pw)).sum() / W3[t[counted]].sum()  # torch's normaliser
+    expected.backward()
+    assert rel_error(y, expected.detach().numpy()) < 1e-12
+    assert rel_error(x.grad, tx.grad.numpy()) < 1e-12
+    # Without class weights or ignored pixels this is the common idiom (loss * weight_map).mean().
+    t_all = labels((2, 4, 5))
+    plain = (F.cross_entropy(x, t_all, reduction="none").numpy() * pw).mean()
+    assert F.cross_entropy(x, t_all, pixel_weight=pw).item() == pytest.approx(plain, rel=1e-12)
+
+
+def test_cross_entropy_when_every_pixel_is_ignored(device):
+    x = rand(2, 3, 2, 2, device=device)
+    t = to_device(np.full((2, 2, 2), -100), device)
+    y = F.cross_entropy(x, t)
+    y.backward()
+    assert y.item() == 0.0 and not np.any(msn.to_numpy(x.grad))
+    assert F.cross_entropy(x, t, reduction="sum").item() == 0.0
+    torch_ = torch()
+    assert math.isnan(torch_.nn.functional.cross_entropy(to_torch(x), torch_.from_numpy(msn.to_numpy(t))).item())
+
+
+def test_cross_entropy_at_initialisation_is_log_C(device):
+    for C in (2, 5, 21):
+        x = msn.tensor(np.zeros((2, C, 8, 8)), device=device)
+        assert F.cross_entropy(x, labels((2, 8, 8), C, device)).item() == pytest.approx(math.log(C), rel=1e-12)
+        small = rand(2, C, 8, 8, device=device, seed=C) * 1e-3
+        assert F.cross_entropy(small, labels((2, 8, 8), C, device)).item() == pytest.approx(math.log(C), rel=1e-2)
+
+
+def test_cross_entropy_is_stable_and_keeps_float32(device):
+    x = msn.tensor([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]], dtype=np.float32, device=device, requires_grad=True)
+    y = F.cross_entropy(x, to_device(np.array([0, 2]), device))
+    y.backward()
+    assert y.dtype == np.float32 and x.grad.dtype == np.float32
+    assert y.item() == pytest.approx(math.log(3) / 2, rel=1e-6)
+
+
+def test_cross_entropy_bad_input():
+    x = rand(2, 3, 4, 4)
+    good = labels((2, 4, 4))
+    with pytest.raises(ValueError, match=r"label 3.*\[0, 3\).*C=3"):
+        F.cross_entropy(x, np.where(good == 0, 3, good))
+    with pytest.raises(ValueError, match="label -1"):
+        F.cross_entropy(x, np.where(good == 0, -1, good))
+    with pytest.raises(TypeError, match="integer class labels.*float64"):
+        F.cross_entropy(x, good.astype(np.float64))
+    with pytest.raises(ValueError, match=r"\(2, 4, 5\).*\(2, 3, 4, 4\)"):
+        F.cross_entropy(x, labels((2, 4, 5)))
+    for bad in (np.nan, np.inf):
+        xb = x.numpy()
+        xb[1, 2, 3, 0] = bad
+        with pytest.raises(ValueError, match=f"logits contains {bad}"):
+            F.cross_entropy(xb, good)
+    with pytest.raises(ValueError, match=r"weight must have shape \(3,\).*\(2,\)"):
+        F.cross_entropy(x, good, weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"pixel_weight shape \(4, 4\)"):
+        F.cross_entropy(x, good, pixel_weight=np.ones((4, 4)))
+    with pytest.raises(ValueError, match="'average'"):
+        F.cross_entropy(x, good, reduction="average")
+
+
+# ---- binary cross-entropy with logits -------------------------------------------------------------------------------
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("pos_weight", [None, [1.0, 3.0, 0.5]], ids=["nopw", "pw"])
+def test_bce_gradcheck(device, reduction, pos_weight):
+    x = rand(2, 3, 2, 3, device=device)
+    t = rand(2, 3, 2, 3, device=device, seed=1, low=0.0, high=1.0)  # soft targets take a gradient too
+    rep = gradcheck(lambda x, t: F.binary_cross_entropy_with_logits(x, t, pos_weight, reduction), x, t)
+    assert rep.max_rel_err <= 1e-6, rep
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("pos_weight", [None, [1.0, 3.0, 0.5]], ids=["nopw", "pw"])
+def test_bce_matches_torch(shape, reduction, pos_weight):
+    torch_ = torch()
+    x = rand(*shape)
+    x.data *= 3  # reach the saturated ends of the sigmoid too
+    t = rand(*shape, seed=1, low=0.0, high=1.0)
+    y = F.binary_cross_entropy_with_logits(x, t, pos_weight=pos_weight, reduction=reduction)
+    g = np.random.default_rng(2).standard_normal(y.shape)
+    y.backward(g)
+    tx, tt = to_torch(x, True), to_torch(t, True)
+    # A (C,) pos_weight weighs axis 1 here; torch broadcasts against the last axis, so it needs (C, 1, 1).
+    tpw = (
+        None
+        if pos_weight is None
+        else torch_.tensor(pos_weight, dtype=torch_.float64).reshape((-1,) + (1,) * (len(shape) - 2))
+    )
+    ty = torch_.nn.functional.binary_cross_entropy_with_logits(tx, tt, pos_weight=tpw, reduction=reduction)
+    ty.backward(torch_.from_numpy(g))
+    assert rel_error(y, ty.detach().numpy()) < 1e-10
+    assert rel_error(x.grad, tx.grad.numpy()) < 1e-10
+    assert rel_error(t.grad, tt.grad.numpy()) < 1e-10
+
+
+def test_bce_is_stable_for_huge_logits(device):
+    x = msn.tensor([-1000.0, -50.0, 0.0, 50.0, 1000.0], device=device, requires_grad=True)
+    t = to_device(np.array([1, 0, 1, 1, 0]), device)  # int and bool targets are fine
+    y = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    np.testing.assert_allclose(
+        y.numpy(), [1000.0, math.log1p(math.exp(-50)), math.log(2), math.log1p(math.exp(-50)), 1000.0]
+    )
+    y.sum().backward()
+    np.testing.assert_allclose(msn.to_numpy(x.grad), [-1.0, 0.0, -0.5, 0.0, 1.0], atol=1e-15)
+    assert F.binary_cross_entropy_with_logits(x, t.astype(bool)).item() == pytest.approx(y.numpy().mean())
+
+
+def test_bce_bad_input():
+    x = rand(2, 3, 4, 4)
+    t = np.ones((2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"\(2, 3, 4\).*\(2, 3, 4, 4\)"):
+        F.binary_cross_entropy_with_logits(x, np.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"\[0, 1\].*2.0"):
+        F.binary_cross_entropy_with_logits(x, 2 * t)
+    xb = x.numpy()
+    xb[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="logits contains nan"):
+        F.binary_cross_entropy_with_logits(xb, t)
+    with pytest.raises(ValueError, match=r"pos_weight must have shape \(3,\).*\(4,\)"):
+        F.binary_cross_entropy_with_logits(x, t, pos_weight=[1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match=r"pos_weight shape \(5, 1\)"):
+        F.binary_cross_entropy_with_logits(x, t, pos_weight=np.ones((5, 1)))
+
+
+# ---- Dice + cross-entropy -------------------------------------------------------------------------------------------
+def test_dice_ce_loss_is_the_weighted_sum(device):
+    x = rand(2, 3, 4, 4, device=device)
+    t = labels((2, 4, 4), device=device, ignore=-100)
+    y = F.dice_ce_loss(x, t, lambda_dice=0.3, lambda_ce=2.0, weight=to_device(W3, device), include_background=False)
+    ce = F.cross_entropy(x, t, weight=to_device(W3, device)).item()
+    dice = F.soft_dice_loss(F.softmax(x), t, include_background=False, ignore_index=-100).item()
+    assert y.item() == pytest.approx(2.0 * ce + 0.3 * dice, rel=1e-12)
+    rep = gradcheck(lambda x: F.dice_ce_loss(x, t, lambda_dice=0.3, lambda_ce=2.0, squared=False, reduce_batch=True), x)
+    assert rep.max_rel_err <= 1e-6, rep
+
+
+def test_dice_ce_loss_matches_torch_autograd():
+    torch_ = torch()
+    x, t = rand(2, 3, 4, 4), labels((2, 4, 4))
+    F.dice_ce_loss(x, t, lambda_dice=0.5).backward()
+    tx = to_torch(x, True)
+    p = torch_.softmax(tx, 1)
+    g = torch_.nn.functional.one_hot(torch_.from_numpy(t), 3).permute(0, 3, 1, 2).double()
+    d = (2 * (p * g).sum((2, 3)) + 1e-6) / ((p * p).sum((2, 3)) + (g * g).sum((2, 3)) + 1e-6)
+    loss = torch_.nn.functional.cross_entropy(tx, torch_.from_numpy(t)) + 0.5 * (1 - d.mean())
+    loss.backward()
+    assert rel_error(x.grad, tx.grad.numpy()) < 1e-10
