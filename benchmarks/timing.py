@@ -1,0 +1,366 @@
+"""One timer for NumPy, CuPy and PyTorch: warm-up, device synchronisation, median and spread, peak memory.
+
+Why a GPU needs synchronising
+-----------------------------
+A CuPy (or PyTorch CUDA) call does not compute anything before it returns: it puts a kernel on the GPU's
+queue (a CUDA *stream*) and hands control back to Python within a few microseconds. A naive timer
+
+    t0 = time.perf_counter(); y = conv2d(x, W); t1 = time.perf_counter()   # wrong on a GPU
+
+therefore measures the launch, not the work, and "shows" every op taking the same ~10 µs. The queued work is
+then paid for later, by whatever happens to wait for it first (the next ``float(loss)``, a host copy, the next
+benchmark's timer). So this module
+
+1. synchronises *before* starting the clock, so no earlier work leaks into the measurement, and
+2. synchronises *after* the timed calls, before stopping the clock, so all the work they queued is counted.
+
+``minisegnet.backend.synchronize()`` waits for CuPy's current stream; ``torch.cuda.synchronize()`` does the same
+for PyTorch. We time with ``time.perf_counter`` around the synchronised region (wall time, which includes the
+Python overhead of launching kernels, because that is what a training loop pays). CUDA events would time the
+GPU alone and hide that host overhead; ``cupyx.profiler.benchmark`` reports both, but only for CuPy, and we want
+one timer for all three libraries.
+
+Other habits: warm-up calls first (the first call compiles CuPy kernels, grows memory pools and faults in fresh
+pages); each sample runs the function ``number`` times so it lasts at least ``min_time`` (short ops are otherwise
+dominated by timer and sync overhead); we report the median and the interquartile range of ``repeat`` samples,
+never the mean, because a shared machine adds one-sided noise. ``compare`` interleaves the implementations
+sample by sample, so a burst of load from another process hits all of them rather than one.
+
+Peak memory is measured in one extra, untimed call (the tracers slow things down):
+
+* ``peak_traced``: ``tracemalloc`` peak of the Python heap during the call, above what was already allocated.
+  NumPy reports its array buffers to tracemalloc, so for NumPy code this is the peak of temporary arrays.
+  PyTorch's allocator does not, so the number means nothing for torch (reported as None there).
+* ``peak_rss``: growth of the process's resident set, read from ``/proc/self/status`` (``VmHWM`` high-water mark
+  after resetting it through ``/proc/self/clear_refs``, minus ``VmRSS`` before). It sees every library, but memory
+  that malloc recycles without returning to the OS is invisible, so it can read low. Linux only; None elsewhere.
+* ``peak_device``: on the GPU, CuPy's memory pool is emptied of unused blocks first, then its ``total_bytes()``
+  after the call (the pool keeps every block it grew to) minus before is the extra device memory the call needed,
+  rounded up to the pool's block sizes. For torch: ``torch.cuda.max_memory_allocated()`` after
+  ``reset_peak_memory_stats()``, minus the memory allocated before.
+"""
+
+import contextlib
+import gc
+import math
+import os
+import re
+import statistics
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from minisegnet import backend
+
+
+@dataclass
+class Result:
+    """Timings of one implementation of one case. Times are seconds per call."""
+
+    name: str
+    impl: str
+    device: str
+    times: list = field(default_factory=list)
+    number: int = 1  # calls per sample
+    peak_traced: int | None = None  # bytes
+    peak_rss: int | None = None  # bytes
+    peak_device: int | None = None  # bytes
+
+    @property
+    def median(self):
+        return statistics.median(self.times)
+
+    @property
+    def q1(self):
+        return _quantile(self.times, 0.25)
+
+    @property
+    def q3(self):
+        return _quantile(self.times, 0.75)
+
+    @property
+    def iqr(self):
+        return self.q3 - self.q1
+
+    @property
+    def min(self):
+        return min(self.times)
+
+    @property
+    def max(self):
+        return max(self.times)
+
+    def row(self, **extra):
+        """A flat dict (milliseconds and MiB) for tables: what every benchmark's ``run`` returns a list of."""
+        mib = 2.0**20
+        row = {
+            "case": self.name,
+            "impl": self.impl,
+            "device": self.device,
+            "median_ms": self.median * 1e3,
+            "iqr_ms": self.iqr * 1e3,
+            "min_ms": self.min * 1e3,
+            "max_ms": self.max * 1e3,
+            "repeat": len(self.times),
+            "number": self.number,
+            "peak_traced_mib": None if self.peak_traced is None else self.peak_traced / mib,
+            "peak_rss_mib": None if self.peak_rss is None else self.peak_rss / mib,
+            "peak_device_mib": None if self.peak_device is None else self.peak_device / mib,
+            "times_ms": [t * 1e3 for t in self.times],
+        }
+        row.update(extra)
+        return row
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _quantile(xs, q):
+    """Linear-interpolation quantile (numpy's default), written out so one sample works too."""
+    xs = sorted(xs)
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+# ---- host and device memory -------------------------------------------------------------------
+
+
+def _proc_status_kib(key):
+    try:
+        with open("/proc/self/status") as f:
+            match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
+        return int(match.group(1)) if match else None
+    except OSError:
+        return None
+
+
+def _reset_rss_peak():
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class CupyMemory:
+    """Extra device memory of one call, from CuPy's default memory pool (see the module docstring)."""
+
+    def reset(self):
+        pool = backend.cp.get_default_memory_pool()
+        pool.free_all_blocks()
+        self.before = pool.total_bytes()
+
+    def peak(self):
+        return backend.cp.get_default_memory_pool().total_bytes() - self.before
+
+
+class TorchCudaMemory:
+    """Extra device memory of one call, from PyTorch's caching allocator statistics."""
+
+    def __init__(self, torch):
+        self.torch = torch
+
+    def reset(self):
+        self.torch.cuda.synchronize()
+        self.torch.cuda.reset_peak_memory_stats()
+        self.before = self.torch.cuda.memory_allocated()
+
+    def peak(self):
+        return self.torch.cuda.max_memory_allocated() - self.before
+
+
+def measure_memory(fn, *, sync, device_memory=None, traced=True):
+    """Run ``fn`` once and return (peak_traced, peak_rss, peak_device) in bytes (None where unknown)."""
+    gc.collect(1)  # young garbage only: a full collection takes ~0.1 s once torch is imported
+    sync()
+    if device_memory is not None:
+        device_memory.reset()
+    rss_before = _proc_status_kib("VmRSS")
+    rss_ok = _reset_rss_peak() and rss_before is not None
+    if traced:
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+    try:
+        fn()
+        sync()
+        peak_traced = tracemalloc.get_traced_memory()[1] - base if traced else None
+    finally:
+        if traced:
+            tracemalloc.stop()
+    peak_rss = max(0, _proc_status_kib("VmHWM") - rss_before) * 1024 if rss_ok else None
+    peak_device = device_memory.peak() if device_memory is not None else None
+    return peak_traced, peak_rss, peak_device
+
+
+# ---- the timer ---------------------------------------------------------------------------------
+
+
+def _no_sync():
+    pass
+
+
+@dataclass
+class Impl:
+    """One implementation to time: ``fn()`` does the work; the rest says how to wait for it and weigh it.
+
+    ``sync`` defaults to ``minisegnet.backend.synchronize`` on device "gpu" (a no-op on "cpu");
+    ``device_memory`` defaults to CuPy's pool on "gpu". ``traced`` says whether tracemalloc sees the library's
+    arrays (True for NumPy, False for torch).
+    """
+
+    name: str
+    impl: str
+    device: str
+    fn: object
+    sync: object = None
+    device_memory: object = None
+    traced: bool = True
+
+    def __post_init__(self):
+        if self.device not in ("cpu", "gpu"):
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {self.device!r}")
+        if self.sync is None:
+            self.sync = backend.synchronize if self.device == "gpu" else _no_sync
+        if self.device_memory is None and self.device == "gpu" and self.impl != "torch":
+            self.device_memory = CupyMemory()
+
+
+def _time_calls(impl, number):
+    """Seconds per call of ``number`` back-to-back calls, synchronised on both sides."""
+    fn, sync = impl.fn, impl.sync
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / number
+
+
+def compare(impls, *, warmup=2, repeat=7, min_time=0.05, max_number=1000, memory=True):
+    """Time several implementations, interleaved sample by sample; one ``Result`` per implementation.
+
+    Each implementation gets ``warmup`` untimed calls, then ``number`` is chosen so one sample lasts at least
+    ``min_time`` seconds (from the slowest warm-up call: pessimistic on purpose, to keep samples independent of
+    calibration luck), then ``repeat`` samples are taken, A B C A B C ... .
+    """
+    if repeat < 1 or warmup < 0:
+        raise ValueError(f"need repeat >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
+    numbers = []
+    for impl in impls:
+        slowest = max((_time_calls(impl, 1) for _ in range(max(warmup, 1))), default=0.0)
+        numbers.append(max(1, min(max_number, math.ceil(min_time / slowest))) if slowest > 0 else max_number)
+    results = [Result(i.name, i.impl, i.device, number=n) for i, n in zip(impls, numbers)]
+    for _ in range(repeat):
+        for impl, res in zip(impls, results):
+            res.times.append(_time_calls(impl, res.number))
+    if memory:
+        for impl, res in zip(impls, results):
+            traced, rss, dev = measure_memory(
+                impl.fn, sync=impl.sync, device_memory=impl.device_memory, traced=impl.traced
+            )
+            res.peak_traced, res.peak_rss, res.peak_device = traced, rss, dev
+    return results
+
+
+def benchmark(fn, *, device="cpu", warmup=2, repeat=7, min_time=0.05, name="fn", impl=None, sync=None, memory=True):
+    """Time ``fn()`` on ``device`` ("cpu" or "gpu"): warm-up, synchronised samples, median, IQR, peak memory.
+
+    >>> r = benchmark(lambda: sum(range(100)), repeat=3, min_time=0.001, memory=False)
+    >>> len(r.times), r.min <= r.median <= r.max
+    (3, True)
+    """
+    impl = impl or ("cupy" if device == "gpu" else "numpy")
+    return compare(
+        [Impl(name, impl, device, fn, sync=sync)], warmup=warmup, repeat=repeat, min_time=min_time, memory=memory
+    )[0]
+
+
+# ---- threads and torch -------------------------------------------------------------------------
+
+
+def set_threads(n=None):
+    """Give NumPy's BLAS and PyTorch the same number of threads (default: every core); return that number.
+
+    The limit stays for the rest of the process; use ``threads(n)`` for a limit that is undone afterwards.
+    """
+    n = n or os.cpu_count() or 1
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=n)  # not used as a context manager: the limit stays for the process
+    except ImportError:
+        pass
+    torch = import_torch()
+    if torch is not None:
+        torch.set_num_threads(n)
+    return n
+
+
+@contextlib.contextmanager
+def threads(n):
+    """Run a block with ``n`` BLAS and torch threads, then restore the previous counts."""
+    torch = import_torch()
+    before = torch.get_num_threads() if torch is not None else None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    with threadpool_limits(limits=n) if threadpool_limits else contextlib.nullcontext():
+        if torch is not None:
+            torch.set_num_threads(n)
+        try:
+            yield n
+        finally:
+            if torch is not None:
+                torch.set_num_threads(before)
+
+
+def import_torch():
+    """PyTorch when installed (benchmarks compare against it), else None. The package itself never imports it."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def torch_impl(name, device, fn, torch):
+    """An ``Impl`` for a torch function on "cpu" or "gpu" (CUDA), with torch's own synchronisation."""
+    if device == "gpu":
+        memory = TorchCudaMemory(torch)
+        return Impl(name, "torch", "gpu", fn, sync=torch.cuda.synchronize, device_memory=memory, traced=False)
+    return Impl(name, "torch", "cpu", fn, traced=False)
+
+
+def torch_on(torch, device):
+    """True when ``torch`` (or None) can run on ``device``: always on "cpu", with CUDA on "gpu"."""
+    return torch is not None and (device == "cpu" or torch.cuda.is_available())
+
+
+def to_torch(a, device, torch, requires_grad=False):
+    """A torch tensor holding the host array ``a`` on "cpu" or "gpu" (CUDA)."""
+    t = torch.from_numpy(np.ascontiguousarray(a)).to("cuda" if device == "gpu" else "cpu")
+    return t.requires_grad_(requires_grad)
+
+
+# ---- what every benchmark shares ---------------------------------------------------------------
+
+
+def resolve_devices(device):
+    """["cpu"], ["gpu"] or both for --device cpu|gpu|both; "both" quietly drops a GPU that is not there."""
+    if device == "both":
+        return ["cpu", "gpu"] if backend.cupy_available() else ["cpu"]
+    return [backend.check_device(device)]
+
+
+def settings(quick):
+    """Timer settings: a token run in quick mode (tests, smoke checks), enough samples for a median otherwise."""
+    if quick:
+        return {"warmup": 1, "repeat": 3, "min_time": 0.0, "memory": True}
+    return {"warmup": 2, "repeat": 7, "min_time": 0.2, "memory": True}

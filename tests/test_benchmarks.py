@@ -1,0 +1,130 @@
+"""benchmarks/: the timer's statistics and synchronisation, and a quick run of every benchmark so none can rot.
+
+No test asserts a time: only that the numbers are well formed and the files get written.
+"""
+
+import doctest
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisegnet import backend
+from minisegnet.backend import get_array_module, to_device
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import run_all  # noqa: E402
+
+import timing  # noqa: E402
+
+MODULES = ["bench_kernels", "bench_train_step", "bench_scaling", "bench_dtype"]
+ROW_KEYS = {"bench", "case", "op", "impl", "device", "dtype", "median_ms", "iqr_ms", "min_ms", "max_ms", "times_ms"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 2 shared cores: one BLAS/torch thread avoids OpenMP spin-waiting against the other test processes.
+    with timing.threads(1):
+        yield
+
+
+def test_timer_gives_sane_statistics(device):
+    x = to_device(np.arange(1000.0), device)
+    res = timing.benchmark(lambda: get_array_module(x).sqrt(x).sum(), device=device, repeat=5, min_time=1e-3)
+    assert len(res.times) == 5 and res.number >= 1
+    assert all(t > 0 for t in res.times)
+    assert res.min <= res.q1 <= res.median <= res.q3 <= res.max and res.iqr >= 0
+    row = res.row(bench="x")
+    assert row["median_ms"] == pytest.approx(res.median * 1e3) and len(row["times_ms"]) == 5
+    assert res.peak_traced is not None and res.peak_traced >= 0
+    if device == "gpu":
+        assert res.peak_device is not None and res.peak_device >= 0
+
+
+def test_quantiles_match_numpy():
+    xs = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    res = timing.Result("r", "numpy", "cpu", times=xs)
+    assert (res.q1, res.median, res.q3) == pytest.approx(tuple(np.percentile(xs, [25, 50, 75])))
+    assert timing.Result("one", "numpy", "cpu", times=[2.0]).iqr == 0
+
+
+def test_every_timed_block_is_synchronised_on_both_sides(monkeypatch):
+    events = []
+    monkeypatch.setattr(backend, "synchronize", lambda: events.append("sync"))
+    res = timing.benchmark(lambda: events.append("fn"), device="gpu", warmup=2, repeat=3, min_time=0, memory=False)
+    assert res.number == 1
+    # warm-up calls and samples alike: wait for the queue, run, wait for the work to finish, then read the clock
+    assert events == ["sync", "fn", "sync"] * (2 + 3)
+
+
+def test_compare_interleaves_implementations():
+    calls = []
+    impls = [timing.Impl("case", name, "cpu", lambda n=name: calls.append(n)) for name in ("a", "b")]
+    results = timing.compare(impls, warmup=1, repeat=4, min_time=0, memory=False)
+    assert [r.impl for r in results] == ["a", "b"] and all(len(r.times) == 4 for r in results)
+    assert calls[2:] == ["a", "b"] * 4  # after one warm-up each: a b a b a b a b
+
+
+def test_memory_sees_a_temporary_numpy_array():
+    def allocate():
+        np.ones(2**20).sum()  # an 8 MiB temporary
+
+    traced, rss, dev = timing.measure_memory(allocate, sync=lambda: None)
+    assert traced >= 8 * 2**20 and dev is None
+    assert rss is None or rss >= 0
+
+
+def test_timing_doctest():
+    assert doctest.testmod(timing).failed == 0
+
+
+def test_torch_twin_is_the_same_unet():
+    torch = pytest.importorskip("torch")
+    import bench_train_step as b
+
+    images, _ = b.batch(b.QUICK)
+    model, _ = b.build_ours(b.QUICK, "cpu")
+    twin, _ = b.build_torch(torch, b.QUICK, model, "cpu")
+    ours = model(images).data
+    theirs = twin(torch.from_numpy(images)).detach().numpy()
+    assert ours.shape == theirs.shape == (2, 2, 32, 32)
+    assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_each_benchmark_runs_quick_and_returns_rows(name, device):
+    module = importlib.import_module(name)
+    torch = timing.import_torch()
+    rows = module.run(device, compare_torch=torch is not None, quick=True)
+    assert rows and all(ROW_KEYS <= set(r) for r in rows)
+    assert all(r["median_ms"] > 0 and r["min_ms"] <= r["median_ms"] <= r["max_ms"] for r in rows)
+    assert {r["device"] for r in rows} == {device}
+    ours = "cupy" if device == "gpu" else "numpy"
+    assert {r["impl"] for r in rows} == ({ours, "torch"} if timing.torch_on(torch, device) else {ours})
+    json.dumps(rows)  # run_all writes them as JSON
+
+
+def test_run_all_writes_tables_and_plots(tmp_path):
+    out = tmp_path / "results"
+    assert run_all.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    for bench in run_all.BENCHES:
+        text = (out / f"{bench}_cpu_quick.md").read_text()
+        assert "| cpu |" in text and "| gpu | no GPU |" in text or backend.cupy_available()
+        assert "median" in text and "numpy" in text
+        rows = json.loads((out / f"{bench}_cpu_quick.json").read_text())["rows"]
+        assert rows and all(r["device"] == "cpu" for r in rows)
+    for plot in ("kernels", "scaling"):
+        assert (out / f"{plot}_cpu_quick.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_all_reports_a_missing_gpu_and_bad_names(capsys):
+    if not backend.cupy_available():
+        assert run_all.main(["--quick", "--device", "gpu", "--only", "train"]) == 2
+        assert "gpu" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "kernels,nope"])
