@@ -29,6 +29,7 @@ def test_round_trip_of_model_optimiser_and_config(tmp_path):
         "config": {"name": "run", "sizes": [1, 2, 3], "nested": {"flag": True, "none": None}, "empty": {}},
         "epoch": 3,
         "best": np.float32(0.5),
+        "history": [{"epoch": 1, "loss": 0.5}, {"epoch": 2, "loss": 0.25}],
     }
     path = tmp_path / "ckpt.npz"
     assert msn.save(path, obj) == str(path)
@@ -37,7 +38,7 @@ def test_round_trip_of_model_optimiser_and_config(tmp_path):
     for k, v in obj["model"].items():
         assert back["model"][k].dtype == v.dtype and np.array_equal(back["model"][k], v)
     assert back["config"] == {"name": "run", "sizes": [1, 2, 3], "nested": {"flag": True, "none": None}, "empty": {}}
-    assert back["epoch"] == 3 and back["best"] == 0.5
+    assert back["epoch"] == 3 and back["best"] == 0.5 and back["history"] == obj["history"]
     assert back["optim"]["betas"] == [0.9, 0.999] and back["optim"]["step.0"] == 1
 
     fresh = small_model()

@@ -1,0 +1,276 @@
+"""minisegnet/models.py and blocks.py: torch twins give the same outputs, sizes are checked, a UNet learns.
+
+Each twin below is the same architecture written with torch.nn, with the same attribute names, so our
+state_dict loads into it with strict=True; then outputs, running statistics and gradients must agree.
+"""
+
+import numpy as np
+import pytest
+
+import minisegnet as msn
+import minisegnet.ops as F
+from minisegnet import nn, optim
+from minisegnet.backend import to_device, to_numpy
+from minisegnet.models import FCN, UNet, bilinear_kernel, count_parameters
+
+from utils import rel_error, torch
+
+
+def twin_classes(T):
+    """torch.nn versions of blocks.py and models.py, written independently from the same description."""
+    tn, tF = T.nn, T.nn.functional
+
+    def cbr(cin, cout, k, norm):
+        conv = tn.Conv2d(cin, cout, k, padding=k // 2, bias=norm is None)
+        return tn.Sequential(conv, tn.BatchNorm2d(cout), tn.ReLU()) if norm else tn.Sequential(conv, tn.ReLU())
+
+    class Plain(tn.Module):
+        def __init__(self, cin, cout, norm, residual=False):
+            super().__init__()
+            self.conv1 = tn.Conv2d(cin, cout, 3, padding=1, bias=norm is None)
+            self.bn1 = tn.BatchNorm2d(cout) if norm else None
+            self.conv2 = tn.Conv2d(cout, cout, 3, padding=1, bias=norm is None)
+            self.bn2 = tn.BatchNorm2d(cout) if norm else None
+            self.residual, self.shortcut = residual, None
+            if residual and cin != cout:
+                proj = [tn.Conv2d(cin, cout, 1, bias=norm is None)] + ([tn.BatchNorm2d(cout)] if norm else [])
+                self.shortcut = tn.Sequential(*proj)
+
+        def forward(self, x):
+            y = self.conv1(x)
+            y = self.conv2(tF.relu(y if self.bn1 is None else self.bn1(y)))
+            y = y if self.bn2 is None else self.bn2(y)
+            if self.residual:
+                y = y + (x if self.shortcut is None else self.shortcut(x))
+            return tF.relu(y)
+
+    class Dense(tn.Module):
+        def __init__(self, cin, cout, norm):
+            super().__init__()
+            g = max(cout // 2, 1)
+            self.layers = tn.ModuleList(cbr(cin + k * g, g, 3, norm) for k in range(3))
+            self.transition = cbr(cin + 3 * g, cout, 1, norm)
+
+        def forward(self, x):
+            feats = [x]
+            for layer in self.layers:
+                feats.append(layer(T.cat(feats, 1)))
+            return self.transition(T.cat(feats, 1))
+
+    def block(kind, cin, cout, norm):
+        return Dense(cin, cout, norm) if kind == "dense" else Plain(cin, cout, norm, kind == "residual")
+
+    class TUNet(tn.Module):
+        def __init__(self, cin, ncls, base, depth, kind, up, norm, skips):
+            super().__init__()
+            w = [base * 2**i for i in range(depth + 1)]
+            self.up, self.skips = up, skips
+            self.encoder = tn.ModuleList(block(kind, a, b, norm) for a, b in zip([cin] + w[: depth - 1], w))
+            self.pool = tn.MaxPool2d(2, return_indices=up == "unpool")
+            self.bottleneck = block(kind, w[depth - 1], w[depth], norm)
+            ups = []
+            for i in reversed(range(depth)):
+                if up == "transpose":
+                    ups.append(tn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2))
+                elif up == "bilinear":
+                    ups.append(
+                        tn.Sequential(tn.Upsample(scale_factor=2, mode="bilinear"), tn.Conv2d(w[i + 1], w[i], 1))
+                    )
+                else:
+                    ups.append(tn.Conv2d(w[i + 1], w[i], 1))
+            self.ups = tn.ModuleList(ups)
+            k = 2 if skips else 1
+            self.decoder = tn.ModuleList(block(kind, k * w[i], w[i], norm) for i in reversed(range(depth)))
+            self.head = tn.Conv2d(w[0], ncls, 1)
+
+        def forward(self, x):
+            feats, idxs = [], []
+            for b in self.encoder:
+                x = b(x)
+                feats.append(x)
+                x, *idx = self.pool(x) if self.up == "unpool" else (self.pool(x),)
+                idxs += idx
+            x = self.bottleneck(x)
+            for up, b, skip in zip(self.ups, self.decoder, reversed(feats)):
+                x = up(x)
+                if self.up == "unpool":
+                    x = tF.max_unpool2d(x, idxs.pop(), 2, output_size=skip.shape[2:])
+                x = b(T.cat([skip, x], 1) if self.skips else x)
+            return self.head(x)
+
+    class TFCN(tn.Module):
+        def __init__(self, cin, ncls, variant, base):
+            super().__init__()
+            c, prev, self.variant = base, cin, variant
+            for s, (width, n) in enumerate(zip([c, 2 * c, 4 * c, 8 * c, 8 * c], [1, 1, 2, 2, 2]), 1):
+                layers = []
+                for _ in range(n):
+                    layers += list(cbr(prev, width, 3, "batch"))
+                    prev = width
+                setattr(self, f"stage{s}", tn.Sequential(*layers, tn.MaxPool2d(2)))
+            self.fc6, self.fc7 = cbr(8 * c, 8 * c, 3, "batch"), cbr(8 * c, 8 * c, 1, "batch")
+            self.score_fr = tn.Conv2d(8 * c, ncls, 1)
+            if variant != "32s":
+                self.score_pool4 = tn.Conv2d(8 * c, ncls, 1)
+                self.upscore2 = tn.ConvTranspose2d(ncls, ncls, 4, 2, 1, bias=False)
+            if variant == "8s":
+                self.score_pool3 = tn.Conv2d(4 * c, ncls, 1)
+                self.upscore_pool4 = tn.ConvTranspose2d(ncls, ncls, 4, 2, 1, bias=False)
+
+        def forward(self, x):
+            p3 = self.stage3(self.stage2(self.stage1(x)))
+            p4 = self.stage4(p3)
+            s, f = self.score_fr(self.fc7(self.fc6(self.stage5(p4)))), 32
+            if self.variant != "32s":
+                s, f = self.upscore2(s) + self.score_pool4(p4), 16
+            if self.variant == "8s":
+                s, f = self.upscore_pool4(s) + self.score_pool3(p3), 8
+            return tF.interpolate(s, scale_factor=f, mode="bilinear", align_corners=False)
+
+    return TUNet, TFCN
+
+
+def compare_with_twin(model, twin, device, shape, seed=0):
+    """Load our weights into the twin; outputs, running stats and gradients must match in train and eval."""
+    T = torch()
+    threads = T.get_num_threads()
+    T.set_num_threads(1)  # tiny tensors: extra threads only spin on a shared 2-core machine
+    try:
+        _compare(T, model, twin, device, shape, seed)
+    finally:
+        T.set_num_threads(threads)
+
+
+def _compare(T, model, twin, device, shape, seed):
+    ours_sd = model.state_dict()
+    assert list(ours_sd) == list(twin.state_dict())  # same names, same order
+    twin.load_state_dict({k: T.from_numpy(v) for k, v in ours_sd.items()}, strict=True)
+    model.to(device)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for training in (True, False):
+        model.train(training)
+        twin.train(training)
+        model.zero_grad()
+        twin.zero_grad()
+        y = model(msn.tensor(x, device=device))
+        ty = twin(T.from_numpy(x))
+        assert y.shape == tuple(ty.shape) == (shape[0], model.num_classes) + shape[2:]
+        assert rel_error(y, ty.detach().numpy()) < 1e-4
+        r = rng.standard_normal(y.shape).astype(np.float32)
+        (y * msn.tensor(r, device=device)).sum().backward()
+        (ty * T.from_numpy(r)).sum().backward()
+        tparams = dict(twin.named_parameters())
+        for name, p in model.named_parameters():
+            assert rel_error(p.grad, tparams[name].grad.numpy()) < 1e-4, name
+        ours_sd = model.state_dict()
+        for k, v in twin.state_dict().items():
+            assert rel_error(ours_sd[k], v.numpy()) < 1e-5, k
+
+
+UNET_CASES = [
+    (b, u, "batch", True) for b in ("plain", "residual", "dense") for u in ("transpose", "bilinear", "unpool")
+]
+UNET_CASES += [
+    ("plain", "transpose", None, True),
+    ("residual", "unpool", None, False),
+    ("plain", "unpool", "batch", False),
+]
+
+
+@pytest.mark.parametrize("block,up,norm,skips", UNET_CASES, ids=lambda v: str(v))
+def test_unet_matches_torch_twin(block, up, norm, skips, device):
+    TUNet, _ = twin_classes(torch())
+    nn.manual_seed(0)
+    model = UNet(3, 3, base_channels=4, depth=2, block=block, up=up, norm=norm, skips=skips)
+    compare_with_twin(model, TUNet(3, 3, 4, 2, block, up, norm, skips), device, (2, 3, 16, 12))
+
+
+@pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
+def test_fcn_matches_torch_twin(variant, device):
+    _, TFCN = twin_classes(torch())
+    nn.manual_seed(0)
+    model = FCN(2, 3, variant, base_channels=4)
+    for p in model.parameters():  # the zero-initialised skip scores would hide their own path: randomise them
+        p.data = p.data + np.random.default_rng(1).uniform(-0.1, 0.1, p.shape).astype(np.float32)
+    compare_with_twin(model, TFCN(2, 3, variant, 4), device, (2, 2, 32, 64))
+
+
+def test_fcn_starts_as_the_coarser_net_and_upsamples_bilinearly():
+    k = bilinear_kernel(2)
+    assert k.shape == (2, 2, 4, 4) and np.allclose(k[0, 0, 1], [0.1875, 0.5625, 0.5625, 0.1875]) and k[0, 1].max() == 0
+    nn.manual_seed(0)
+    fcn8 = FCN(3, 2, "8s", base_channels=4)
+    assert not fcn8.score_pool3.weight.data.any() and not fcn8.score_pool4.bias.data.any()
+    # A transposed conv with the bilinear kernel equals bilinear interpolation away from the border.
+    x = msn.tensor(np.random.default_rng(0).random((1, 2, 6, 6)).astype(np.float32))
+    up = to_numpy(fcn8.upscore2(x).data)
+    ref = to_numpy(F.upsample(x, 2, "bilinear").data)
+    assert np.allclose(up[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], atol=1e-6)
+    sizes = [count_parameters(FCN(3, 2, v)) for v in ("32s", "16s", "8s")]
+    assert sizes[0] < sizes[1] < sizes[2] < 1_000_000
+
+
+def test_bad_sizes_name_the_size_the_depth_and_the_nearest_valid_sizes():
+    model = UNet(3, 2, base_channels=4, depth=3)
+    with pytest.raises(ValueError, match=r"height 20 is not divisible by 8 \(2\*\*3 for depth=3\).*16 or 24"):
+        model(np.zeros((1, 3, 20, 16), np.float32))
+    with pytest.raises(ValueError, match=r"width 5 .* 8; or pass pad_input=True"):
+        model(np.zeros((1, 3, 16, 5), np.float32))
+    with pytest.raises(ValueError, match=r"expects 3 input channels, got 1"):
+        model(np.zeros((1, 1, 16, 16), np.float32))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        model(np.zeros((3, 16, 16), np.float32))
+    with pytest.raises(ValueError, match=r"width 40 is not divisible by 32.*32 or 64"):
+        FCN(3, 2, base_channels=4)(np.zeros((2, 3, 32, 40), np.float32))
+    with pytest.raises(ValueError, match="block"):
+        UNet(block="wide")
+    with pytest.raises(ValueError, match="up"):
+        UNet(up="cubic")
+    with pytest.raises(ValueError, match="variant"):
+        FCN(variant="4s")
+
+
+def test_pad_input_pads_and_crops_back(device):
+    nn.manual_seed(0)
+    model = UNet(3, 2, base_channels=4, depth=2, pad_input=True).to(device).eval()
+    x = msn.tensor(np.random.default_rng(0).random((1, 3, 13, 18)).astype(np.float32), device=device)
+    y = model(x)
+    assert y.shape == (1, 2, 13, 18)
+    model.pad_input = False
+    padded = model(F.pad(x, ((0, 0), (0, 0), (1, 2), (1, 1))))  # 13 -> 16, 18 -> 20 split around the image
+    assert rel_error(y, padded[:, :, 1:14, 1:19]) < 1e-6
+
+
+def test_checkpoint_round_trip_restores_the_outputs(tmp_path):
+    nn.manual_seed(0)
+    a = UNet(3, 2, base_channels=4, depth=2, block="residual").eval()
+    nn.manual_seed(1)
+    b = UNet(3, 2, base_channels=4, depth=2, block="residual").eval()
+    x = np.random.default_rng(0).random((1, 3, 8, 8)).astype(np.float32)
+    msn.save(tmp_path / "m.npz", {"model": a.state_dict()})
+    b.load_state_dict(msn.load(tmp_path / "m.npz")["model"])
+    assert np.array_equal(a(x).data, b(x).data)
+
+
+def test_tiny_unet_overfits_one_batch(device):
+    nn.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 16, 16)).astype(np.float32)
+    target = np.zeros((2, 16, 16), dtype=np.int64)
+    target[0, 4:12, 3:9] = 1
+    target[1, 2:7, 8:15] = 2
+    x[:, 0] += target  # the classes are visible in the image
+    model = UNet(3, 3, base_channels=4, depth=2).to(device)
+    opt = optim.Adam(model.parameters(), lr=0.02)
+    xs, ts = to_device(x, device), to_device(target, device)
+    losses = []
+    for _ in range(30):
+        logits = model(xs)
+        loss = F.cross_entropy(logits, ts)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0], losses
+    assert (to_numpy(logits.data).argmax(1) == target).mean() > 0.98  # batch statistics, as trained
