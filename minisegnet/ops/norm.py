@@ -5,7 +5,7 @@ from ..tensor import Function, Tensor
 
 
 class BatchNorm(Function):
-    r"""y = xhat * weight + bias per channel, xhat = (x - mu) / sqrt(var + eps).
+    """y = xhat * weight + bias per channel, xhat = (x - mu) / sqrt(var + eps).
 
     Statistics are taken per channel over the M = N*H*W values of that channel (axes 0, 2, 3; or axis 0 for
     x (N, C)): in training mu and var are the batch mean and *biased* variance, in eval the running ones.
@@ -20,7 +20,7 @@ class BatchNorm(Function):
         gx_j = sum_i g_i d xhat_i / d x_j = s (g_j - mean(g) - xhat_j mean(g * xhat)),
     i.e. gx = (weight * s) * (gy - mean(gy) - xhat * mean(gy * xhat)): the gradient is that of the plain
     scaling, with its components along the two directions the normalisation removes (constant shift and
-    scaling of xhat) projected out.
+    scaling of xhat) projected out. The two means are gb/M and gW/M, so backward computes them once.
     """
 
     def __init__(self, training, momentum, eps, running_mean, running_var):
@@ -31,36 +31,42 @@ class BatchNorm(Function):
         xp = get_array_module(x, weight, bias, self.running_mean, self.running_var)
         C = x.shape[1]
         self.axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
+        self.M = x.size // C
         shape = (1, C) + (1,) * (x.ndim - 2)  # per-channel arrays broadcast against x
         if self.training:
-            M = x.size // C
             mean = x.mean(axis=self.axes)
-            var = x.var(axis=self.axes)
+            xc = x - mean.reshape(shape)
+            var = (xc * xc).mean(axis=self.axes)  # biased: divide by M
             if self.running_mean is not None:
                 # In place, so the caller's arrays (a BatchNorm2d layer's buffers) see the update.
                 m = self.momentum
                 self.running_mean[...] = (1 - m) * self.running_mean + m * mean
                 # PyTorch keeps the *unbiased* variance (divide by M - 1) as its running estimate.
-                self.running_var[...] = (1 - m) * self.running_var + m * var * (M / (M - 1))
+                self.running_var[...] = (1 - m) * self.running_var + m * var * (self.M / (self.M - 1))
         else:
-            mean, var = self.running_mean, self.running_var
+            var = self.running_var
+            xc = x - self.running_mean.astype(x.dtype, copy=False).reshape(shape)
         self.inv_std = (1.0 / xp.sqrt(var + self.eps)).astype(x.dtype, copy=False).reshape(shape)
-        self.xhat = (x - mean.astype(x.dtype, copy=False).reshape(shape)) * self.inv_std
-        self.weight = None if weight is None else weight.reshape(shape)
+        xc *= self.inv_std  # xc is a fresh array: normalise it in place into xhat
+        self.xhat, self.weight = xc, None if weight is None else weight.reshape(shape)
         y = self.xhat if weight is None else self.xhat * self.weight
         return y if bias is None else y + bias.reshape(shape)
 
     def backward(self, gy):
-        _, need_W, need_b = self.needs_input_grad
-        gW = (gy * self.xhat).sum(axis=self.axes) if need_W else None
-        gb = gy.sum(axis=self.axes) if need_b else None
+        # The two channel sums are gb and gW, and the training formula needs exactly their means.
+        gb = gy.sum(axis=self.axes)
+        gW = (gy * self.xhat).sum(axis=self.axes)
         scale = self.inv_std if self.weight is None else self.inv_std * self.weight
         if not self.training:
-            return gy * scale, gW, gb
-        gy_mean = gy.mean(axis=self.axes, keepdims=True)
-        gyx_mean = (gy * self.xhat).mean(axis=self.axes, keepdims=True)
-        gx = scale * (gy - gy_mean - self.xhat * gyx_mean)
-        return gx, gW, gb
+            gx = gy * scale
+        else:
+            shape = scale.shape
+            gx = self.xhat * (gW / -self.M).reshape(shape)
+            gx += gy
+            gx -= (gb / self.M).reshape(shape)
+            gx *= scale
+        _, need_W, need_b = self.needs_input_grad
+        return gx, gW if need_W else None, gb if need_b else None
 
 
 def _buffer(a, name):

@@ -50,7 +50,12 @@ def bed_of_nails(x, scale_factor=2):
 
 
 class NearestRepeat(Function):
-    """y = x repeated SH times along H and SW times along W; gx sums each SH x SW block of gy."""
+    """y = x repeated SH times along H and SW times along W; gx sums each SH x SW block of gy.
+
+    Both are loops over the SH*SW positions (i, j) inside a block: y[..., i::SH, j::SW] is a copy of x, so
+    forward writes x into each of those strided slices and backward adds them up. (A reshape to
+    (N, C, H, SH, W, SW) and ``sum(axis=(3, 5))`` says the same but runs several times slower in NumPy.)
+    """
 
     def __init__(self, scale):
         self.scale = scale
@@ -58,14 +63,20 @@ class NearestRepeat(Function):
     def forward(self, x):
         xp = get_array_module(x)
         (N, C, H, W), (SH, SW) = x.shape, self.scale
-        # A broadcast view (N, C, H, SH, W, SW) reshaped to (N, C, H*SH, W*SW): one copy, no index arrays.
-        y = xp.broadcast_to(x[:, :, :, None, :, None], (N, C, H, SH, W, SW))
-        return y.reshape(N, C, H * SH, W * SW)
+        y = xp.empty((N, C, H * SH, W * SW), dtype=x.dtype)
+        for i in range(SH):
+            for j in range(SW):
+                y[:, :, i::SH, j::SW] = x
+        return y
 
     def backward(self, gy):
-        N, C, OH, OW = gy.shape
         SH, SW = self.scale
-        return gy.reshape(N, C, OH // SH, SH, OW // SW, SW).sum(axis=(3, 5))
+        gx = gy[:, :, ::SH, ::SW].copy()
+        for i in range(SH):
+            for j in range(SW):
+                if i or j:
+                    gx += gy[:, :, i::SH, j::SW]
+        return gx
 
 
 def _nearest_matrix(n_in, n_out, factor):
@@ -113,9 +124,11 @@ class Interpolate2d(Function):
 
     A 1-D nearest or linear interpolation is a linear map, i.e. a matrix A (n_out, n_in) whose row dst holds
     the one or two weights of dst's source pixels. Building the two matrices once costs nothing (they have
-    n_out * n_in entries) and turns the whole op into two ``@`` products, which NumPy and CuPy broadcast over
-    (N, C) and run as matrix multiplies: no index gathers, and no scatter-add in the backward, which is
-    simply multiplication by the transposes, gx = A_H^T gy A_W.
+    n_out * n_in entries) and turns the whole op into two matrix products: no index gathers, and no
+    scatter-add in the backward, which is simply multiplication by the transposes, gx = A_H^T gy A_W.
+    The H pass is ``A_H @ x``, one small product per (n, c) plane; the W pass multiplies all N*C*OH rows at
+    once by A_W^T, one large product. Every operand is a contiguous array, transposes included: NumPy's
+    stacked ``@`` with a transposed view (``x @ A.T``) can fall off BLAS and run 10x slower.
     """
 
     def __init__(self, AH, AW):
@@ -123,11 +136,16 @@ class Interpolate2d(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.AH, self.AW = (xp.asarray(A, dtype=x.dtype) for A in (self.AH, self.AW))
-        return (self.AH @ x) @ self.AW.T
+        AH, AW = (xp.asarray(A, dtype=x.dtype) for A in (self.AH, self.AW))
+        self.AH, self.AHt, self.AW, self.AWt = AH, xp.ascontiguousarray(AH.T), AW, xp.ascontiguousarray(AW.T)
+        N, C, H, W = self.x_shape = x.shape
+        OH, OW = AH.shape[0], AW.shape[0]
+        return ((AH @ x).reshape(N * C * OH, W) @ self.AWt).reshape(N, C, OH, OW)
 
     def backward(self, gy):
-        return self.AH.T @ (gy @ self.AW)
+        N, C, OH, OW = gy.shape
+        W = self.x_shape[3]
+        return self.AHt @ (gy.reshape(N * C * OH, OW) @ self.AW).reshape(N, C, OH, W)
 
 
 _MODES = ("nearest", "bilinear")
