@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .backend import check_device, get_array_module, to_device, to_numpy
+from .backend import check_device, device_of, to_device, to_numpy
 from .tensor import Tensor
 
 _rng = np.random.default_rng()
@@ -195,10 +195,8 @@ class Module:
         targets = OrderedDict()
         for prefix, m in self.named_modules():
             head = prefix + "." if prefix else ""
-            for name in m._parameters:
-                targets[head + name] = (m._parameters, name)
-            for name in m._buffers:
-                targets[head + name] = (m._buffers, name)
+            for table in (m._parameters, m._buffers):
+                targets.update((head + name, (table, name)) for name, v in table.items() if v is not None)
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict if k not in targets]
         if strict and (missing or unexpected):
@@ -209,17 +207,16 @@ class Module:
         for key, (table, name) in targets.items():
             if key in state_dict:
                 old = table[name]
-                new = np.asarray(state_dict[key])
+                new = to_numpy(state_dict[key])
                 if tuple(new.shape) != tuple(old.shape):
                     wrong.append(f"{key}: checkpoint {tuple(new.shape)} vs model {tuple(old.shape)}")
         if wrong:
             raise ValueError(f"load_state_dict into {type(self).__name__}: shape mismatch for " + "; ".join(wrong))
+        # Copy in place, so whatever holds these arrays (an optimiser, a BatchNorm call) sees the new values.
         for key, (table, name) in targets.items():
             if key in state_dict:
-                old = table[name]
-                raw = old.data if isinstance(old, Tensor) else old
-                new = to_device(np.asarray(state_dict[key]).astype(raw.dtype), "gpu" if _on_gpu(raw) else "cpu")
-                raw[...] = new  # in place, so anything holding the array (an optimiser) sees the new values
+                raw = table[name].data if isinstance(table[name], Tensor) else table[name]
+                raw[...] = to_device(to_numpy(state_dict[key]).astype(raw.dtype), device_of(raw))
         return missing, unexpected
 
     # ---- printing ----------------------------------------------------------------------------
@@ -240,10 +237,6 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return f"{type(self).__name__}({lines[0]})"
         return type(self).__name__ + "(\n  " + "\n  ".join(lines) + "\n)"
-
-
-def _on_gpu(a):
-    return get_array_module(a) is not np
 
 
 class Sequential(Module):
@@ -293,7 +286,7 @@ class ModuleList(Module):
         return iter(self._modules.values())
 
 
-from .layers import (  # noqa: E402  (layers import Module from this file, so they come last)
+from .layers import (  # noqa: E402, F401  (re-exported; layers import Module from here, so they come last)
     BatchNorm2d,
     Conv2d,
     ConvTranspose2d,
@@ -304,20 +297,3 @@ from .layers import (  # noqa: E402  (layers import Module from this file, so th
     ReLU,
     Upsample,
 )
-
-__all__ = [
-    "BatchNorm2d",
-    "Conv2d",
-    "ConvTranspose2d",
-    "Dropout2d",
-    "Identity",
-    "MaxPool2d",
-    "MaxUnpool2d",
-    "Module",
-    "ModuleList",
-    "Parameter",
-    "ReLU",
-    "Sequential",
-    "Upsample",
-    "manual_seed",
-]
