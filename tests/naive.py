@@ -146,6 +146,53 @@ def bilinear_backward(gy, x_shape, factors=(None, None), align_corners=False):
     return gx
 
 
+# ---- convolution (ops/conv.py) ----------------------------------------------------------------
+
+
+def conv2d(x, W, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """y[n, o, p, q] = b[o] + sum over c, i, j of W[o, c, i, j] * xpad[n, c, p*SH + i*DH, q*SW + j*DW]."""
+    (N, C, H, Wd), (OC, _, KH, KW) = x.shape, W.shape
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    xpad = np.zeros((N, C, H + 2 * PH, Wd + 2 * PW), dtype=x.dtype)
+    xpad[:, :, PH : PH + H, PW : PW + Wd] = x
+    OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
+    OW = (Wd + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+    y = np.zeros((N, OC, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for o in range(OC):
+            for p in range(OH):
+                for q in range(OW):
+                    total = 0.0 if b is None else b[o]
+                    for c in range(C):
+                        for i in range(KH):
+                            for j in range(KW):
+                                total += W[o, c, i, j] * xpad[n, c, p * SH + i * DH, q * SW + j * DW]
+                    y[n, o, p, q] = total
+    return y
+
+
+def conv_transpose2d(x, W, b=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0), dilation=(1, 1)):
+    """Scatter form: each x[n, c, h, w] adds x * W[c, o, i, j] at (h*SH - PH + i*DH, w*SW - PW + j*DW)."""
+    (N, C, H, Wd), (_, OC, KH, KW) = x.shape, W.shape
+    (SH, SW), (PH, PW), (OPH, OPW), (DH, DW) = stride, padding, output_padding, dilation
+    OH = (H - 1) * SH - 2 * PH + DH * (KH - 1) + OPH + 1
+    OW = (Wd - 1) * SW - 2 * PW + DW * (KW - 1) + OPW + 1
+    y = np.zeros((N, OC, OH, OW), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for w in range(Wd):
+                    for o in range(OC):
+                        for i in range(KH):
+                            for j in range(KW):
+                                p, q = h * SH - PH + i * DH, w * SW - PW + j * DW
+                                if 0 <= p < OH and 0 <= q < OW:
+                                    y[n, o, p, q] += x[n, c, h, w] * W[c, o, i, j]
+    if b is not None:
+        y += b.reshape(1, OC, 1, 1)
+    return y
+
+
 # ---- metrics and the U-Net weight map (tests/test_metrics.py, tests/test_weightmap.py) ----------------------------
 def confusion_matrix(pred, target, num_classes, ignore_index=None):
     """cm[i, j] counts the pixels of target i predicted as j, one pixel at a time."""
@@ -200,3 +247,20 @@ def unet_border_term(mask, w0, sigma):
     term = np.zeros((H, W))
     if len(objects) < 2:
         return term
+
+
+def conv2d_weight_grad(x, gy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """gW[o, c, i, j] = sum over n, p, q of gy[n, o, p, q] * xpad[n, c, p*SH + i*DH, q*SW + j*DW]."""
+    (N, C, H, Wd), (_, OC, OH, OW), (KH, KW) = x.shape, gy.shape, kernel
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    xpad = np.zeros((N, C, H + 2 * PH, Wd + 2 * PW), dtype=x.dtype)
+    xpad[:, :, PH : PH + H, PW : PW + Wd] = x
+    gW = np.zeros((OC, C, KH, KW), dtype=x.dtype)
+    for o in range(OC):
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    for p in range(OH):
+                        for q in range(OW):
+                            gW[o, c, i, j] += gy[:, o, p, q] @ xpad[:, c, p * SH + i * DH, q * SW + j * DW]
+    return gW

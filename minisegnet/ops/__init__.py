@@ -13,3 +13,4 @@ from .upsample import bed_of_nails, upsample
 from .dice import soft_dice_loss
 from .loss import binary_cross_entropy_with_logits, cross_entropy, dice_ce_loss
 from .weightmap import unet_weight_map
+from .conv import conv2d, conv_out_size, conv_transpose2d, conv_transpose_out_size

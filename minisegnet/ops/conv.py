@@ -1,0 +1,201 @@
+"""2-D convolution and transposed convolution, both built on ``im2col`` / ``col2im``.
+
+With ``col = im2col(x)`` of shape (N, C*KH*KW, OH*OW) and ``W2 = weight.reshape(OC, C*KH*KW)``:
+
+    conv2d forward          y   = W2 @ col                       one matrix product per image
+    gradient for weight     gW  = sum over n of gy[n] @ col[n].T
+    gradient for input      gx  = col2im(W2.T @ gy)              the adjoint of the forward
+
+The transposed convolution is that input gradient used as a forward pass: it *is* the adjoint
+of conv2d (<conv2d(x, W), y> = <x, conv_transpose2d(y, W)>), so its forward runs the same code
+as conv2d's input gradient, and its input gradient is a conv2d forward. The three raw-array
+helpers below serve both ops.
+
+Speed, measured in benchmarks/bench_conv.py: each product's operands are laid out so BLAS reads
+them as they are (no hidden transposed copies, as ``tensordot`` would make), and the batch goes
+through in chunks whose columns fill one small reused buffer (``batch_chunks``) instead of one
+KH*KW-times-the-input array. The backward rebuilds the columns rather than keeping them from the
+forward pass: in a network that would hold KH*KW copies of every layer's input until backward.
+"""
+
+from ..backend import get_array_module
+from ..tensor import Function
+from .im2col import batch_chunks, col2im, conv_out_size, conv_transpose_out_size, im2col, pair  # noqa: F401
+
+# ---- raw-array helpers shared by both ops ----------------------------------------------------
+
+
+def _forward(x, W, stride, padding, dilation, windows):
+    """y (N, OC, OH, OW) = conv2d(x, W) without bias; x (N, C, H, W), W (OC, C, KH, KW), windows = (OH, OW)."""
+    xp = get_array_module(x)
+    N, (OC, C, KH, KW), (OH, OW) = x.shape[0], W.shape, windows
+    W2 = W.reshape(OC, C * KH * KW)
+    y = xp.empty((N, OC, OH * OW), dtype=x.dtype)
+    buf = None
+    for n0, n1 in batch_chunks(N, C * KH * KW * OH * OW * x.dtype.itemsize):
+        if buf is None:
+            buf = xp.empty((n1 - n0, C * KH * KW, OH * OW), dtype=x.dtype)
+        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, windows, out=buf[: n1 - n0])
+        xp.matmul(W2, col, out=y[n0:n1])  # (OC, CKK) @ (n, CKK, OH*OW), written in place
+    return y.reshape(N, OC, OH, OW)
+
+
+def _input_grad(gy, W, x_shape, stride, padding, dilation):
+    """gx (N, C, H, W) = col2im(W2.T @ gy): conv2d's input gradient for gy (N, OC, OH, OW), W (OC, C, KH, KW)."""
+    xp = get_array_module(gy)
+    N, OC, OH, OW = gy.shape
+    _, C, KH, KW = W.shape
+    W2T = W.reshape(OC, C * KH * KW).T  # a transposed view: BLAS reads it as it is
+    gy3 = gy.reshape(N, OC, OH * OW)
+    gx = xp.empty(x_shape, dtype=gy.dtype)
+    buf = None
+    for n0, n1 in batch_chunks(N, C * KH * KW * OH * OW * gy.dtype.itemsize):
+        if buf is None:
+            buf = xp.empty((n1 - n0, C * KH * KW, OH * OW), dtype=gy.dtype)
+        gcol = xp.matmul(W2T, gy3[n0:n1], out=buf[: n1 - n0])
+        col2im(gcol, (n1 - n0,) + tuple(x_shape[1:]), (KH, KW), stride, padding, dilation, (OH, OW), out=gx[n0:n1])
+    return gx
+
+
+def _weight_grad(x, gy, W_shape, stride, padding, dilation):
+    """gW (OC, C, KH, KW) = sum over n of gy[n] @ im2col(x)[n].T; x (N, C, H, W), gy (N, OC, OH, OW)."""
+    xp = get_array_module(x)
+    N, OC, OH, OW = gy.shape
+    _, C, KH, KW = W_shape
+    gy3 = gy.reshape(N, OC, OH * OW)
+    gW = xp.zeros((OC, C * KH * KW), dtype=x.dtype)
+    buf = None
+    for n0, n1 in batch_chunks(N, C * KH * KW * OH * OW * x.dtype.itemsize):
+        if buf is None:
+            buf = xp.empty((n1 - n0, C * KH * KW, OH * OW), dtype=x.dtype)
+        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, (OH, OW), out=buf[: n1 - n0])
+        gW += xp.matmul(gy3[n0:n1], col.transpose(0, 2, 1)).sum(axis=0)  # (n, OC, CKK) summed over n
+    return gW.reshape(W_shape)
+
+
+def _check(op, x, W, b, stride, padding, dilation, output_padding=None):
+    """Validate the arguments PyTorch-style; return (stride, padding, dilation) as (h, w) pairs."""
+    if x.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D input x (N, C, H, W), got shape {tuple(x.shape)}")
+    if W.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D weight, got shape {tuple(W.shape)}")
+    S, P, D = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
+    if min(S) <= 0:
+        raise ValueError(f"{op}: stride must be positive, got {stride!r}")
+    if min(D) <= 0:
+        raise ValueError(f"{op}: dilation must be positive, got {dilation!r}")
+    if min(P) < 0:
+        raise ValueError(f"{op}: padding must be non-negative, got {padding!r}")
+    transposed = output_padding is not None
+    C, OC = (W.shape[0], W.shape[1]) if transposed else (W.shape[1], W.shape[0])
+    layout = "(C, OC, KH, KW)" if transposed else "(OC, C, KH, KW)"
+    if x.shape[1] != C:
+        raise ValueError(
+            f"{op}: weight {layout} of shape {tuple(W.shape)} expects {C} input channels, "
+            f"but x of shape {tuple(x.shape)} has {x.shape[1]} channels"
+        )
+    if b is not None and tuple(b.shape) != (OC,):
+        raise ValueError(f"{op}: bias must have shape ({OC},), one value per output channel, got {tuple(b.shape)}")
+    if x.dtype != W.dtype or (b is not None and b.dtype != x.dtype):
+        dtypes = (x.dtype, W.dtype) + ((b.dtype,) if b is not None else ())
+        raise TypeError(f"{op}: x, weight and bias must share one dtype, got {', '.join(map(str, dtypes))}")
+    return S, P, D
+
+
+# ---- convolution ---------------------------------------------------------------------------
+
+
+class Conv2d(Function):
+    """y = W2 @ im2col(x) + b; backward: gx = col2im(W2.T @ gy), gW = gy @ col.T, gb = sum of gy."""
+
+    def __init__(self, stride, padding, dilation):
+        self.args = stride, padding, dilation
+
+    def forward(self, x, W, b):
+        stride, padding, dilation = self.args = _check("conv2d", x, W, b, *self.args)
+        (H, Wd), (OC, _, KH, KW) = x.shape[2:], W.shape
+        span = [d * (k - 1) + 1 for k, d in zip((KH, KW), dilation)]
+        if H + 2 * padding[0] < span[0] or Wd + 2 * padding[1] < span[1]:
+            raise ValueError(
+                f"conv2d: padded input size ({H + 2 * padding[0]} x {Wd + 2 * padding[1]}) is smaller than "
+                f"the dilated kernel size ({span[0]} x {span[1]})"
+            )
+        self.x, self.W, self.has_bias = x, W, b is not None
+        y = _forward(x, W, *self.args, conv_out_size((H, Wd), (KH, KW), *self.args))
+        if b is not None:
+            y += b.reshape(1, OC, 1, 1)
+        return y
+
+    def backward(self, gy):
+        x, W = self.x, self.W
+        gx = _input_grad(gy, W, x.shape, *self.args) if self.needs_input_grad[0] else None
+        gW = _weight_grad(x, gy, W.shape, *self.args) if self.needs_input_grad[1] else None
+        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
+        return gx, gW, gb
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """2-D convolution (cross-correlation, as in PyTorch): x (N, C, H, W) -> y (N, OC, OH, OW).
+
+    weight (OC, C, KH, KW), bias (OC,) or None. ``stride``, ``padding`` (zeros on each side) and
+    ``dilation`` are ints or (h, w) pairs. ``y[n, o, p, q] = bias[o] + sum over c, i, j of
+    weight[o, c, i, j] * xpad[n, c, p*SH + i*DH, q*SW + j*DW]`` with
+    ``OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1`` (likewise OW; see ``conv_out_size``).
+    """
+    return Conv2d(stride, padding, dilation)(x, weight, bias)
+
+
+# ---- transposed convolution: the adjoint -----------------------------------------------------
+
+
+class ConvTranspose2d(Function):
+    """y = conv2d's input gradient applied to x (col2im(W2.T @ x)) + b: the adjoint of Conv2d.
+
+    Backward: gx = conv2d(gy, W), the adjoint of the adjoint; gW is conv2d's weight gradient
+    with the roles of input and output gradient swapped (input gy, output gradient x).
+    """
+
+    def __init__(self, stride, padding, output_padding, dilation):
+        self.args, self.output_padding = (stride, padding, dilation), output_padding
+
+    def forward(self, x, W, b):
+        stride, padding, dilation = self.args = _check("conv_transpose2d", x, W, b, *self.args, self.output_padding)
+        op = pair(self.output_padding, "output_padding")
+        if any(o < 0 or (o >= s and o >= d) for o, s, d in zip(op, stride, dilation)):
+            raise ValueError(
+                f"conv_transpose2d: output_padding must be non-negative and smaller than either stride or dilation, "
+                f"got output_padding={op}, stride={stride}, dilation={dilation}"
+            )
+        (N, _, H, Wd), (_, OC, KH, KW) = x.shape, W.shape
+        OH, OW = conv_transpose_out_size((H, Wd), (KH, KW), stride, padding, op, dilation)
+        if OH <= 0 or OW <= 0:
+            raise ValueError(
+                f"conv_transpose2d: input size ({H} x {Wd}) gives a non-positive output size ({OH} x {OW}); "
+                f"padding {padding} is too large"
+            )
+        self.x, self.W, self.has_bias = x, W, b is not None
+        y = _input_grad(x, W, (N, OC, OH, OW), *self.args)
+        if b is not None:
+            y += b.reshape(1, OC, 1, 1)
+        return y
+
+    def backward(self, gy):
+        x, W = self.x, self.W
+        windows = x.shape[2:]  # conv2d of gy visits exactly the H x W positions that made y
+        gx = _forward(gy, W, *self.args, windows) if self.needs_input_grad[0] else None
+        gW = _weight_grad(gy, x, W.shape, *self.args) if self.needs_input_grad[1] else None
+        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
+        return gx, gW, gb
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
+    """Transposed convolution, the adjoint of ``conv2d``: x (N, C, H, W) -> y (N, OC, OH, OW).
+
+    weight (C, OC, KH, KW) (PyTorch's layout: input channels first), bias (OC,) or None.
+    Each input pixel x[n, c, h, w] adds ``x[n, c, h, w] * weight[c, :, :, :]`` into the output
+    window at (h*SH - PH, w*SW - PW) with taps DH, DW apart, so with stride 2 it upsamples by 2.
+    ``OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + output_padding + 1`` (``conv_transpose_out_size``);
+    ``output_padding`` (smaller than stride or dilation) picks among the sizes a strided conv2d
+    maps to H. ``conv_transpose2d(y, W)`` equals the gradient of <conv2d(x, W), y> with respect to x.
+    """
+    return ConvTranspose2d(stride, padding, output_padding, dilation)(x, weight, bias)
