@@ -211,6 +211,7 @@ def plot(rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = list(dict.fromkeys(f"{r['op']} {r['phase']}" for r in rows))
     impls = list(dict.fromkeys(f"{r['impl']} ({r['device']})" for r in rows))
@@ -223,6 +224,7 @@ def plot(rows, path):
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize=8)
     ax.invert_yaxis()
     ax.set(xscale="log", xlabel="median time per call (ms, log scale)", title="minisegnet kernels (float32)")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, axis="x", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

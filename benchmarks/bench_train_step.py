@@ -133,7 +133,9 @@ def run(device="cpu", compare_torch=False, quick=False):
     rows = []
     for dev in resolve_devices(device):
         impls, n_params = step_impls(cfg, dev, torch)
-        for res in compare(impls, **settings(quick)):
+        # One full-size NumPy step takes seconds on a CPU: warm up once and keep three samples.
+        cfg_timer = settings(quick) if quick else {**settings(quick), "warmup": 1, "repeat": 3}
+        for res in compare(impls, **cfg_timer):
             rows.append(res.row(bench="train", op="unet step", shape=shape, params=n_params, dtype="float32"))
     return rows
 

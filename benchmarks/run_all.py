@@ -69,6 +69,19 @@ def load_average():
     return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
+def code_version():
+    """The git commit benchmarked, with "+ local changes" when the working tree differs from it."""
+    try:
+        git = ["git", "-C", str(HERE.parent)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        if head.returncode != 0:
+            return "?"
+        return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
 def machine_info(torch=None, threads=None):
     """A dict naming the machine, the GPU (or "no GPU"), library versions, BLAS and the date."""
     info = {
@@ -78,7 +91,7 @@ def machine_info(torch=None, threads=None):
         "gpu": "no GPU",
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "minisegnet": minisegnet.__version__,
+        "minisegnet": f"{minisegnet.__version__} (commit {code_version()})",
         "torch": getattr(torch, "__version__", "not installed"),
         "cupy": getattr(backend.cp, "__version__", "not installed"),
         "blas": "unknown (threadpoolctl not installed)",
@@ -101,10 +114,15 @@ def machine_info(torch=None, threads=None):
     return info
 
 
-def header(title, info, argv, cfg):
+def header(title, info, argv, cfg, rows):
     lines = [f"# {title}", "", "| machine | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in info.items()]
-    lines += [f"| timer | warm-up {cfg['warmup']}, {cfg['repeat']} samples of >= {cfg['min_time']} s, median (IQR) |"]
+    counts = sorted({r["repeat"] for r in rows}) or [0]
+    samples = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    lines += [
+        f"| timer | warm-up, then {samples} samples per case, each >= {cfg['min_time']} s of back-to-back calls "
+        "(synchronised), interleaved across implementations; median (IQR) per call |"
+    ]
     lines += [f"| command | `python benchmarks/run_all.py {shlex.join(argv)}` |", "", CAVEAT, ""]
     return lines
 
@@ -205,7 +223,7 @@ def dtype_table(rows):
 
 def report(bench, rows, info, argv, cfg):
     """The Markdown text of one benchmark's results."""
-    lines = header(BENCHES[bench][1], info, argv, cfg)
+    lines = header(BENCHES[bench][1], info, argv, cfg, rows)
     lines += ["## Headline", "", *(headline(bench, rows) or ["- (no pair of implementations to compare)"]), ""]
     lines += ["## Times", ""]
     if bench == "kernels":

@@ -101,6 +101,8 @@ class Result:
             "device": self.device,
             "median_ms": self.median * 1e3,
             "iqr_ms": self.iqr * 1e3,
+            "q1_ms": self.q1 * 1e3,
+            "q3_ms": self.q3 * 1e3,
             "min_ms": self.min * 1e3,
             "max_ms": self.max * 1e3,
             "repeat": len(self.times),
@@ -242,19 +244,24 @@ def _time_calls(impl, number):
     return (time.perf_counter() - t0) / number
 
 
-def compare(impls, *, warmup=2, repeat=7, min_time=0.05, max_number=1000, memory=True):
+def compare(impls, *, warmup=2, repeat=7, min_time=0.05, max_number=1000, memory=True, budget=None):
     """Time several implementations, interleaved sample by sample; one ``Result`` per implementation.
 
     Each implementation gets ``warmup`` untimed calls, then ``number`` is chosen so one sample lasts at least
     ``min_time`` seconds (from the slowest warm-up call: pessimistic on purpose, to keep samples independent of
-    calibration luck), then ``repeat`` samples are taken, A B C A B C ... .
+    calibration luck), then ``repeat`` samples are taken, A B C A B C ... . ``budget`` (seconds per
+    implementation) lowers ``repeat`` for slow cases, never below 3 samples.
     """
     if repeat < 1 or warmup < 0:
         raise ValueError(f"need repeat >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
-    numbers = []
+    numbers, slowest = [], []
     for impl in impls:
-        slowest = max((_time_calls(impl, 1) for _ in range(max(warmup, 1))), default=0.0)
-        numbers.append(max(1, min(max_number, math.ceil(min_time / slowest))) if slowest > 0 else max_number)
+        slow = max(_time_calls(impl, 1) for _ in range(max(warmup, 1)))
+        slowest.append(slow)
+        numbers.append(max(1, min(max_number, math.ceil(min_time / slow))) if slow > 0 else max_number)
+    if budget is not None:
+        longest = max(n * t for n, t in zip(numbers, slowest))
+        repeat = min(repeat, max(3, int(budget / longest))) if longest > 0 else repeat
     results = [Result(i.name, i.impl, i.device, number=n) for i, n in zip(impls, numbers)]
     for _ in range(repeat):
         for impl, res in zip(impls, results):
@@ -360,7 +367,10 @@ def resolve_devices(device):
 
 
 def settings(quick):
-    """Timer settings: a token run in quick mode (tests, smoke checks), enough samples for a median otherwise."""
+    """Timer settings: a token run in quick mode (tests, smoke checks), enough samples for a median otherwise.
+
+    Full runs give each implementation of a case about 30 s of samples (at least 3, at most 7).
+    """
     if quick:
         return {"warmup": 1, "repeat": 3, "min_time": 0.0, "memory": True}
-    return {"warmup": 2, "repeat": 7, "min_time": 0.2, "memory": True}
+    return {"warmup": 2, "repeat": 7, "min_time": 0.2, "memory": True, "budget": 30.0}
