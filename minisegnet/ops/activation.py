@@ -119,7 +119,10 @@ def _dropout(x, p, training, spatial):
 
 
 def dropout(x, p=0.5, training=True):
-    """Zero each element of x (any shape) with probability ``p``, scale the rest by 1/(1-p); identity when not training."""
+    """Zero each element of x (any shape) with probability ``p``, scale the rest by 1/(1-p).
+
+    The identity when not ``training``.
+    """
     return _dropout(x, p, training, spatial=False)
 
 
