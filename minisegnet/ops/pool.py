@@ -89,7 +89,8 @@ class MaxPool2d(Function):
 
     The running max visits taps in row-major window order and only a strictly larger value (or a NaN, which
     PyTorch propagates) replaces the current one, so ties go to the first maximum, exactly as PyTorch does.
-    ``self.indices`` holds the winner of each window as a flat index h*W + w into its (n, c) input plane.
+    ``self.tap`` (N, C, OH, OW) remembers which tap won each window, i*KW + j, in the smallest unsigned
+    dtype; ``indices()`` turns it into PyTorch's flat index h*W + w within each (n, c) input plane.
     """
 
     def __init__(self, kernel_size, stride, padding):
@@ -100,33 +101,40 @@ class MaxPool2d(Function):
         if x.dtype.kind != "f":
             raise TypeError(f"max_pool2d needs a floating x, got dtype {x.dtype}")
         kernel, stride, padding, (OH, OW) = _pool_geometry(x, *self.args, "max_pool2d")
-        N, C, H, W = x.shape
-        (SH, SW), (PH, PW) = stride, padding
-        # corner[oh, ow]: flat index of the window's top-left cell, which may lie in the padding.
-        top, left = xp.arange(OH) * SH - PH, xp.arange(OW) * SW - PW
-        self.corner = top[:, None] * W + left[None, :]
+        (N, C, H, W), (KH, KW), (SH, SW), (PH, PW) = x.shape, kernel, stride, padding
+        # top[oh], left[ow]: the window's first row and column, negative where it starts in the padding.
+        self.top, self.left, self.x_shape, self.KW = xp.arange(OH) * SH - PH, xp.arange(OW) * SW - PW, x.shape, KW
         # Start each window at its first real cell with value -inf: that cell wins unless something beats it,
         # which is what PyTorch's loop does (it matters only for windows full of -inf).
-        first = xp.maximum(top, 0)[:, None] * W + xp.maximum(left, 0)[None, :]
-        indices = xp.broadcast_to(first, (N, C, OH, OW)).astype(xp.int64)
+        first = (xp.maximum(-self.top, 0) * KW)[:, None] + xp.maximum(-self.left, 0)[None, :]
+        tap = xp.broadcast_to(first.astype(np.min_scalar_type(KH * KW - 1)), (N, C, OH, OW)).copy()
         y = xp.full((N, C, OH, OW), -xp.inf, dtype=x.dtype)
         self.taps = list(_taps(kernel, stride, padding, (H, W), (OH, OW)))
         for i, j, out, inp in self.taps:
-            window, best = x[inp], y[out]  # basic slices are views: copyto below writes into y and indices
-            better = (window > best) | xp.isnan(window)
-            xp.copyto(best, window, where=better)
-            xp.copyto(indices[out], self.corner[out[1:]] + (i * W + j), where=better)
-        self.x_shape, self.indices = x.shape, indices
+            # Basic slices are views: the in-place updates below write into y and tap.
+            window, best, winner = x[inp], y[out], tap[out]
+            better = window > best
+            better |= xp.isnan(window)
+            xp.maximum(best, window, out=best)  # NaN-propagating, like the rule above
+            # winner = i*KW + j where better, unchanged elsewhere; arithmetic, as masked writes are slow in NumPy.
+            winner *= ~better
+            winner += better * tap.dtype.type(i * KW + j)
+        self.tap = tap
         return y
+
+    def indices(self):
+        """int64 (N, C, OH, OW): the flat index h*W + w of each window's winner in its (n, c) plane."""
+        W, KW = self.x_shape[3], self.KW
+        corner = self.top[:, None] * W + self.left[None, :]  # may point into the padding; a tap moves it inside
+        tap = self.tap.astype(np.int64)
+        return corner + (tap // KW) * W + tap % KW
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        W = self.x_shape[3]
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
         # Within one tap distinct outputs read distinct inputs, so `+=` on the strided slice never collides.
         for i, j, out, inp in self.taps:
-            won = self.indices[out] == self.corner[out[1:]] + (i * W + j)
-            gx[inp] += gy[out] * won
+            gx[inp] += gy[out] * (self.tap[out] == i * self.KW + j)
         return gx
 
 
@@ -141,8 +149,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     """
     f = MaxPool2d(kernel_size, stride, padding)
     y = f(x)
-    # The indices are not a differentiable output, so they are wrapped here rather than returned by forward.
-    return (y, Tensor(f.indices)) if return_indices else y
+    # The indices are not a differentiable output, so they are made here rather than returned by forward.
+    return (y, Tensor(f.indices())) if return_indices else y
 
 
 class AvgPool2d(Function):
