@@ -114,6 +114,8 @@ def gradcheck(fn, *inputs, eps=1e-6, atol=1e-5, rtol=1e-3, mode="full", seed=0, 
     if any(inputs[i].dtype != np.float64 for i in checked):
         warnings.warn("gradcheck in float32 is too coarse for central differences; use float64 inputs", stacklevel=2)
     xp = get_array_module(*inputs)
+    for i in checked:  # the perturbations below write through a flat view, which needs contiguous data
+        inputs[i].data = xp.ascontiguousarray(inputs[i].data)
     # A stream of its own: with default_rng(seed) the upstream gradient would equal any test input drawn
     # from the same seed, and G = x can hide a wrong backward (batch norm's vanishes exactly then).
     rng = np.random.default_rng([seed, 0x6772616463])

@@ -88,3 +88,10 @@ def test_inputs_are_restored_after_checking(device):
     before = x.numpy()
     gradcheck(F.exp, x)
     np.testing.assert_array_equal(x.numpy(), before)
+
+
+def test_non_contiguous_inputs_are_perturbed_for_real(device):
+    x = rand(4, 3, device=device)
+    xt = type(x)(x.data.T, requires_grad=True)  # a transposed view: reshape(-1) of it would be a copy
+    rep = gradcheck(F.exp, xt)
+    assert rep.ok and rep.max_rel_err <= 1e-8
