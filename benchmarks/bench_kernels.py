@@ -33,7 +33,8 @@ class Case:
 
 def _soft_dice_torch(torch, p, t, smooth=1e-6):
     # The same formula as minisegnet's soft_dice_loss defaults, composed from torch ops (autograd derives it).
-    g = torch.nn.functional.one_hot(t, p.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+    # One-hot by broadcast comparison, as minisegnet does (torch's one_hot is a slower scatter on the CPU).
+    g = (t[:, None] == torch.arange(p.shape[1], device=t.device).reshape(1, -1, 1, 1)).to(p.dtype)
     intersection = (p * g).sum(dim=(2, 3))
     union = (p * p).sum(dim=(2, 3)) + (g * g).sum(dim=(2, 3))
     return 1 - ((2 * intersection + smooth) / (union + smooth)).mean()

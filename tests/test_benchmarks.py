@@ -111,7 +111,7 @@ def test_each_benchmark_runs_quick_and_returns_rows(name, device):
 
 def test_run_all_writes_tables_and_plots(tmp_path):
     out = tmp_path / "results"
-    assert run_all.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    assert run_all.main(["--quick", "--device", "cpu", "--out", str(out), "--threads", "1"]) == 0
     for bench in run_all.BENCHES:
         text = (out / f"{bench}_cpu_quick.md").read_text()
         assert "| cpu |" in text and "| gpu | no GPU |" in text or backend.cupy_available()
