@@ -97,3 +97,16 @@ def test_array_dataset_checks_its_arrays():
     with pytest.raises(TypeError, match="int"):
         ArrayDataset(images, np.zeros((2, 8, 8)), ["a", "b"])[0:1]
     assert "2 images of 8x8" in repr(ArrayDataset(images, np.zeros((2, 8, 8)), ["a", "b"]))
+
+
+def test_rotate_turns_shapes_and_keeps_classes():
+    upright, turned = shapes(32, size=48, seed=2), shapes(32, size=48, seed=2, rotate=True)
+    assert not np.array_equal(upright.masks, turned.masks)
+    assert set(np.unique(turned.masks)) == set(range(6))
+    # Upright squares are axis-aligned: each square's pixels fill their bounding box (unless hidden).
+    full = []
+    for m in upright.masks:
+        ys, xs = np.nonzero(m == 1)
+        if len(ys):
+            full.append(len(ys) / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1)))
+    assert max(full) == 1.0

@@ -29,14 +29,15 @@ def smooth_noise(rng, N, C, H, W, cells=4):
     return Mh @ grid @ Mw.T
 
 
-def textured_background(rng, N, H, W):
+def textured_background(rng, N, H, W, amplitude=1.0):
     """Backgrounds (N, 3, H, W) float32 in roughly [0, 1] and their base colours (N, 3).
 
     A random base colour plus two octaves of smooth colour noise, so a network cannot find the
-    objects by looking for "the flat part of the image".
+    objects by looking for "the flat part of the image". ``amplitude`` scales the texture.
     """
     base = rng.uniform(0.15, 0.85, size=(N, 3))
     texture = 0.12 * smooth_noise(rng, N, 3, H, W, cells=3) + 0.06 * smooth_noise(rng, N, 3, H, W, cells=12)
+    texture *= amplitude
     return base[:, :, None, None].astype(np.float32) + texture, base
 
 
