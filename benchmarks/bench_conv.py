@@ -15,8 +15,9 @@ Memory: the peak of extra resident memory (VmHWM - VmRSS, the kernel's high-wate
 through /proc/self/clear_refs) during one forward + backward after a warm-up, each
 implementation in a fresh process, with glibc's mmap threshold fixed at 64 KiB so that freed
 large blocks go back to the system and the high-water mark sees each one. That counts the same
-thing for NumPy and PyTorch (every array that was touched, outputs and gradients included). For
-NumPy, tracemalloc's peak is printed too.
+thing for NumPy and PyTorch (every array that was touched, outputs and gradients included).
+minisegnet's scratch buffers, which persist between calls, are freed before the measured run so
+that they count too. For NumPy, tracemalloc's peak is printed as well.
 """
 
 import argparse
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import minisegnet.ops as F  # noqa: E402
 from minisegnet import Tensor  # noqa: E402
+from minisegnet.ops.im2col import free_scratch  # noqa: E402
 
 # (op, N, C, OC, H): 3x3 stride-1 padding-1 convolutions, then 2x2 stride-2 transposed convolutions.
 SHAPES = [
@@ -164,6 +166,7 @@ def _proc_status(key):
 def _memory_child(name):
     fn = make_case(*MEMORY_SHAPE)[name]
     fn()  # warm-up: lazy initialisation is not part of the peak
+    free_scratch()  # but minisegnet's reused work buffers are: they are allocated again below
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the resident high-water mark (Linux >= 4.0)
     before = _proc_status("VmRSS")
@@ -171,6 +174,7 @@ def _memory_child(name):
     peak = _proc_status("VmHWM") - before
     traced = None
     if name != "torch":
+        free_scratch()
         tracemalloc.start()
         fn()
         traced = tracemalloc.get_traced_memory()[1]

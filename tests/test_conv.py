@@ -244,16 +244,31 @@ def test_im2col_layout_and_its_shortcuts(device):
     x = rand(2, 3, 6, 8, device=device, requires_grad=False).data
     col = to_numpy(im2col(x, (3, 2), (1, 2), 1))
     xpad = np.pad(to_numpy(x), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    assert col.shape == (2, 3 * 3 * 2, 6 * 5)
-    # Row (c, i, j) of column (oh, ow) holds xpad[c, oh*SH + i, ow*SW + j]: here c=2, i=1, j=0, oh=3, ow=2.
-    assert col[1, (2 * 3 + 1) * 2 + 0, 3 * 5 + 2] == xpad[1, 2, 3 + 1, 2 * 2 + 0]
-    view = im2col(x, 1)  # 1x1, stride 1, no padding: the input itself
-    assert view.shape == (2, 3, 48) and (device != "cpu" or np.shares_memory(view, x))
+    assert col.shape == (3 * 3 * 2, 2 * 6 * 5)
+    # Row (c, i, j) = (2, 1, 0), column (n, oh, ow) = (1, 3, 2) holds xpad[n, c, oh*SH + i, ow*SW + j].
+    assert col[(2 * 3 + 1) * 2 + 0, 1 * 30 + 3 * 5 + 2] == xpad[1, 2, 3 + 1, 2 * 2 + 0]
+    view = im2col(x[:1], 1)  # one image, 1x1, stride 1, no padding: the input itself
+    assert view.shape == (3, 48) and (device != "cpu" or np.shares_memory(view, x))
     # A 2x2 stride-2 kernel tiles a 6x8 image: col2im's reordering shortcut equals the generic sum,
-    # which runs for a 7x8 image (one row no window reaches).
-    c = rand(2, 3 * 4, 3 * 4, device=device, seed=2, requires_grad=False).data
+    # which runs for a 7x8 image (one row that no window reaches).
+    c = rand(3 * 4, 2 * 3 * 4, device=device, seed=2, requires_grad=False).data
     generic = to_numpy(col2im(c, (2, 3, 7, 8), 2, 2))
     assert np.array_equal(to_numpy(col2im(c, (2, 3, 6, 8), 2, 2)), generic[:, :, :6]) and not generic[:, :, 6].any()
+
+
+def test_scratch_buffers_are_reused_and_never_returned(device):
+    x, W = rand(3, 2, 9, 9, device=device, requires_grad=False), rand(4, 2, 3, 3, device=device, seed=1)
+    im2col_module.free_scratch()
+    y1 = F.conv2d(x, W, None, 1, 1).data
+    buffers = dict(im2col_module._scratch)
+    assert {role for role, _, _ in buffers} >= {"col", "prod", "pad"}
+    y2 = F.conv2d(x, W, None, 1, 1).data
+    assert all(im2col_module._scratch[k] is buf for k, buf in buffers.items())  # the same buffers again
+    if device == "cpu":
+        assert not any(np.shares_memory(y2, buf) for buf in buffers.values())
+    assert rel_error(y1, y2) == 0
+    im2col_module.free_scratch()
+    assert im2col_module._scratch == {} and rel_error(F.conv2d(x, W, None, 1, 1), y1) == 0
 
 
 def test_many_small_batch_chunks_give_the_same_result(device, monkeypatch):

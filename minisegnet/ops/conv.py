@@ -1,42 +1,46 @@
 """2-D convolution and transposed convolution, both built on ``im2col`` / ``col2im``.
 
-With ``col = im2col(x)`` of shape (N, C*KH*KW, OH*OW) and ``W2 = weight.reshape(OC, C*KH*KW)``:
+With ``col = im2col(x)`` of shape (C*KH*KW, N*OH*OW) and ``W2 = weight.reshape(OC, C*KH*KW)``:
 
-    conv2d forward          y   = W2 @ col                       one matrix product per image
-    gradient for weight     gW  = sum over n of gy[n] @ col[n].T
-    gradient for input      gx  = col2im(W2.T @ gy)              the adjoint of the forward
+    conv2d forward          y   = W2 @ col                  (OC, N*OH*OW), one matrix product
+    gradient for weight     gW  = gy @ col.T                gy laid out (OC, N*OH*OW)
+    gradient for input      gx  = col2im(W2.T @ gy)         the adjoint of the forward
 
 The transposed convolution is that input gradient used as a forward pass: it *is* the adjoint
 of conv2d (<conv2d(x, W), y> = <x, conv_transpose2d(y, W)>), so its forward runs the same code
 as conv2d's input gradient, and its input gradient is a conv2d forward. The three raw-array
 helpers below serve both ops.
 
-Speed, measured in benchmarks/bench_conv.py: each product's operands are laid out so BLAS reads
-them as they are (no hidden transposed copies, as ``tensordot`` would make), and the batch goes
-through in chunks whose columns fill one small reused buffer (``batch_chunks``) instead of one
-KH*KW-times-the-input array. The backward rebuilds the columns rather than keeping them from the
-forward pass: in a network that would hold KH*KW copies of every layer's input until backward.
+Speed (benchmarks/bench_conv.py): every product reads its operands as they lie in memory (BLAS
+takes a transposed view such as ``col.T`` as it is; ``tensordot`` would copy it first). The
+batch goes through in chunks of about ``CHUNK_BYTES`` of columns, built in scratch buffers
+reused from call to call rather than in one fresh array KH*KW times the input's size. The
+backward rebuilds the columns instead of keeping them from the forward pass: in a network,
+keeping them would hold KH*KW copies of every layer's input until the backward pass.
 """
 
 from ..backend import get_array_module
 from ..tensor import Function
-from .im2col import batch_chunks, col2im, conv_out_size, conv_transpose_out_size, im2col, pair  # noqa: F401
+from .im2col import batch_chunks, col2im, conv_out_size, conv_transpose_out_size, im2col, pair, scratch
 
 # ---- raw-array helpers shared by both ops ----------------------------------------------------
 
 
-def _forward(x, W, stride, padding, dilation, windows):
-    """y (N, OC, OH, OW) = conv2d(x, W) without bias; x (N, C, H, W), W (OC, C, KH, KW), windows = (OH, OW)."""
+def _forward(x, W, b, stride, padding, dilation, windows):
+    """y (N, OC, OH, OW) = conv2d(x, W) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None."""
     xp = get_array_module(x)
     N, (OC, C, KH, KW), (OH, OW) = x.shape[0], W.shape, windows
-    W2 = W.reshape(OC, C * KH * KW)
-    y = xp.empty((N, OC, OH * OW), dtype=x.dtype)
-    buf = None
-    for n0, n1 in batch_chunks(N, C * KH * KW * OH * OW * x.dtype.itemsize):
-        if buf is None:
-            buf = xp.empty((n1 - n0, C * KH * KW, OH * OW), dtype=x.dtype)
-        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, windows, out=buf[: n1 - n0])
-        xp.matmul(W2, col, out=y[n0:n1])  # (OC, CKK) @ (n, CKK, OH*OW), written in place
+    K, L = C * KH * KW, OH * OW
+    W2 = W.reshape(OC, K)
+    y = xp.empty((N, OC, L), dtype=x.dtype)
+    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize):
+        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, windows, out=scratch(x, "col", (K, (n1 - n0) * L)))
+        yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, (n1 - n0) * L)))
+        yc = yc.reshape(OC, n1 - n0, L).transpose(1, 0, 2)  # (OC, n, L) -> (n, OC, L)
+        if b is None:
+            y[n0:n1] = yc
+        else:
+            xp.add(yc, b.reshape(OC, 1), out=y[n0:n1])  # the bias rides along with the copy
     return y.reshape(N, OC, OH, OW)
 
 
@@ -45,32 +49,36 @@ def _input_grad(gy, W, x_shape, stride, padding, dilation):
     xp = get_array_module(gy)
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W.shape
-    W2T = W.reshape(OC, C * KH * KW).T  # a transposed view: BLAS reads it as it is
-    gy3 = gy.reshape(N, OC, OH * OW)
+    K, L = C * KH * KW, OH * OW
+    W2T = W.reshape(OC, K).T  # a transposed view: BLAS reads it as it is
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    buf = None
-    for n0, n1 in batch_chunks(N, C * KH * KW * OH * OW * gy.dtype.itemsize):
-        if buf is None:
-            buf = xp.empty((n1 - n0, C * KH * KW, OH * OW), dtype=gy.dtype)
-        gcol = xp.matmul(W2T, gy3[n0:n1], out=buf[: n1 - n0])
-        col2im(gcol, (n1 - n0,) + tuple(x_shape[1:]), (KH, KW), stride, padding, dilation, (OH, OW), out=gx[n0:n1])
+    for n0, n1 in batch_chunks(N, K * L * gy.dtype.itemsize):
+        gcol = xp.matmul(W2T, _channels_first(gy[n0:n1]), out=scratch(gy, "col", (K, (n1 - n0) * L)))
+        col2im(gcol, gx[n0:n1].shape, (KH, KW), stride, padding, dilation, windows=(OH, OW), out=gx[n0:n1])
     return gx
 
 
 def _weight_grad(x, gy, W_shape, stride, padding, dilation):
-    """gW (OC, C, KH, KW) = sum over n of gy[n] @ im2col(x)[n].T; x (N, C, H, W), gy (N, OC, OH, OW)."""
+    """gW (OC, C, KH, KW) = gy @ im2col(x).T, summed over the chunks; x (N, C, H, W), gy (N, OC, OH, OW)."""
     xp = get_array_module(x)
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W_shape
-    gy3 = gy.reshape(N, OC, OH * OW)
-    gW = xp.zeros((OC, C * KH * KW), dtype=x.dtype)
-    buf = None
-    for n0, n1 in batch_chunks(N, C * KH * KW * OH * OW * x.dtype.itemsize):
-        if buf is None:
-            buf = xp.empty((n1 - n0, C * KH * KW, OH * OW), dtype=x.dtype)
-        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, (OH, OW), out=buf[: n1 - n0])
-        gW += xp.matmul(gy3[n0:n1], col.transpose(0, 2, 1)).sum(axis=0)  # (n, OC, CKK) summed over n
+    K, L = C * KH * KW, OH * OW
+    gW = xp.zeros((OC, K), dtype=x.dtype)
+    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize):
+        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, (OH, OW), out=scratch(x, "col", (K, (n1 - n0) * L)))
+        gW += _channels_first(gy[n0:n1]) @ col.T  # (OC, n*L) @ (n*L, K): one product per chunk
     return gW.reshape(W_shape)
+
+
+def _channels_first(gy):
+    # gy (n, OC, OH, OW) -> (OC, n*OH*OW), the column order of im2col: a view for one image, else a copy.
+    n, OC = gy.shape[:2]
+    if n == 1:
+        return gy.reshape(OC, -1)
+    out = scratch(gy, "gy", (OC, n) + tuple(gy.shape[2:]))
+    out[...] = gy.transpose(1, 0, 2, 3)
+    return out.reshape(OC, -1)
 
 
 def _check(op, x, W, b, stride, padding, dilation, output_padding=None):
@@ -113,7 +121,7 @@ class Conv2d(Function):
 
     def forward(self, x, W, b):
         stride, padding, dilation = self.args = _check("conv2d", x, W, b, *self.args)
-        (H, Wd), (OC, _, KH, KW) = x.shape[2:], W.shape
+        (H, Wd), (KH, KW) = x.shape[2:], W.shape[2:]
         span = [d * (k - 1) + 1 for k, d in zip((KH, KW), dilation)]
         if H + 2 * padding[0] < span[0] or Wd + 2 * padding[1] < span[1]:
             raise ValueError(
@@ -121,10 +129,7 @@ class Conv2d(Function):
                 f"the dilated kernel size ({span[0]} x {span[1]})"
             )
         self.x, self.W, self.has_bias = x, W, b is not None
-        y = _forward(x, W, *self.args, conv_out_size((H, Wd), (KH, KW), *self.args))
-        if b is not None:
-            y += b.reshape(1, OC, 1, 1)
-        return y
+        return _forward(x, W, b, *self.args, conv_out_size((H, Wd), (KH, KW), *self.args))
 
     def backward(self, gy):
         x, W = self.x, self.W
@@ -182,7 +187,7 @@ class ConvTranspose2d(Function):
     def backward(self, gy):
         x, W = self.x, self.W
         windows = x.shape[2:]  # conv2d of gy visits exactly the H x W positions that made y
-        gx = _forward(gy, W, *self.args, windows) if self.needs_input_grad[0] else None
+        gx = _forward(gy, W, None, *self.args, windows) if self.needs_input_grad[0] else None
         gW = _weight_grad(gy, x, W.shape, *self.args) if self.needs_input_grad[1] else None
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
         return gx, gW, gb

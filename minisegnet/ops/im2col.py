@@ -1,12 +1,12 @@
 """im2col / col2im: the array plumbing that turns a convolution into one matrix product.
 
 A convolution slides a KH x KW window over a padded image. ``im2col`` copies every window
-into a column, so the convolution becomes ``weight (OC, C*KH*KW) @ col (C*KH*KW, OH*OW)``.
-It is written as a loop over the KH*KW kernel *offsets*, not over the OH*OW windows: for a
-fixed offset (i, j), the pixels that offset sees in all windows form one strided slice of
-the image, so each step is a single array copy:
+into a column, so the convolution of a whole batch becomes one product
+``weight (OC, C*KH*KW) @ col (C*KH*KW, N*OH*OW)``. It is written as a loop over the KH*KW
+kernel *offsets*, not over the N*OH*OW windows: for a fixed offset (i, j), the pixels that
+offset sees in all windows form one strided slice of the image, so each step is one array copy:
 
-    col[n, c, i, j, oh, ow] = xpad[n, c, i*DH + oh*SH, j*DW + ow*SW]
+    col[c, i, j, n, oh, ow] = xpad[n, c, i*DH + oh*SH, j*DW + ow*SW]
 
 ``col2im`` is the adjoint (transpose) of ``im2col``: it sends every column entry back to the
 pixel it was copied from, adding up where windows overlap (``+=`` on the same slices, never
@@ -20,12 +20,39 @@ Output sizes (per dimension; ``conv_out_size`` and ``conv_transpose_out_size``):
 
 import numbers
 
+import numpy as np
+
 from ..backend import get_array_module
 
-# Convolutions work through the batch in chunks whose column matrix takes about this many bytes
-# (at least one image per chunk). A small reused buffer stays in the CPU cache and avoids both the
-# page faults of a fresh KH*KW-times-the-input allocation and holding it in memory.
+# The convolutions in conv.py work through the batch in chunks whose column matrix takes about
+# this many bytes (at least one image per chunk), in scratch buffers reused from call to call.
+# Measured: a fresh array KH*KW times the input's size costs its page faults on every call, and
+# a cache-sized chunk is faster than the whole batch at once (benchmarks/bench_conv.py).
 CHUNK_BYTES = 4 << 20
+_scratch = {}
+
+
+def scratch(like, role, shape):
+    """A work array of ``shape`` and ``like``'s dtype and device, reused between calls (one per ``role``).
+
+    Its contents are whatever was left in it. The buffer behind a role grows to the largest size
+    asked for and stays allocated, so repeated calls touch no fresh memory; ``free_scratch()``
+    releases it. Only internal code uses it, and never hands it back to a caller.
+    """
+    size = 1
+    for n in shape:
+        size *= n
+    key = (role, like.dtype.str, str(getattr(like, "device", "cpu")))
+    buf = _scratch.get(key)
+    if buf is None or buf.size < size:
+        _scratch.pop(key, None)  # drop the old one before allocating its replacement
+        buf = _scratch[key] = get_array_module(like).empty(size, dtype=like.dtype)
+    return buf[:size].reshape(shape)
+
+
+def free_scratch():
+    """Release the reused work buffers (they come back at the next convolution)."""
+    _scratch.clear()
 
 
 def pair(value, name):
@@ -90,56 +117,61 @@ def _conv_args(kernel_size, stride, padding, dilation):
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, out=None):
-    """Copy every convolution window of ``x`` into a column: (N, C, H, W) -> (N, C*KH*KW, OH*OW).
+    """Copy every convolution window of ``x`` into a column: (N, C, H, W) -> (C*KH*KW, N*OH*OW).
 
-    x (N, C, H, W); the result col (N, C*KH*KW, OH*OW) is ordered (c, i, j) down a column and
-    (oh, ow) along a row, so ``weight.reshape(OC, -1) @ col`` is the convolution. ``windows``
-    = (OH, OW) takes only the first OH x OW window positions (default: all of them,
-    ``conv_out_size``). ``out`` is an optional buffer of col's shape to fill, except that a 1x1
-    kernel with stride 1 and no padding needs no copy: then the columns are ``x`` itself (a view).
+    x (N, C, H, W); the result col (C*KH*KW, N*OH*OW) is ordered (c, i, j) down a column and
+    (n, oh, ow) along a row, so ``weight.reshape(OC, -1) @ col`` is the convolution of the whole
+    batch in one matrix product, laid out (OC, N, OH, OW). ``windows`` = (OH, OW) takes only the
+    first OH x OW window positions (default: all, ``conv_out_size``). ``out`` is an optional
+    contiguous buffer of col's shape to fill, except that a 1x1 kernel with stride 1 and no padding
+    on a single image needs no copy: then the columns are ``x`` itself (a view).
     """
     xp = get_array_module(x)
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = _conv_args(kernel_size, stride, padding, dilation)
     N, C, H, W = x.shape
     OH, OW = windows or conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
-    if (KH, KW, SH, SW, PH, PW, OH, OW) == (1, 1, 1, 1, 0, 0, H, W):
-        return x.reshape(N, C, H * W)
+    if (N, KH, KW, SH, SW, PH, PW, OH, OW) == (1, 1, 1, 1, 1, 0, 0, H, W):
+        return x.reshape(C, H * W)
+    xt = x.transpose(1, 0, 2, 3)  # (C, N, H, W): channels outermost, as in col's rows
     if PH or PW:
-        xpad = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=x.dtype)
-        xpad[:, :, PH : PH + H, PW : PW + W] = x
+        xpad = scratch(x, "pad", (C, N, H + 2 * PH, W + 2 * PW))
+        for border in (np.s_[:, :, :PH], np.s_[:, :, PH + H :], np.s_[..., :PW], np.s_[..., PW + W :]):
+            xpad[border] = 0  # the buffer is reused: only its border needs zeros, the inside is overwritten
+        xpad[:, :, PH : PH + H, PW : PW + W] = xt
     else:
-        xpad = x
-    col = xp.empty((N, C * KH * KW, OH * OW), dtype=x.dtype) if out is None else out
-    col6 = col.reshape(N, C, KH, KW, OH, OW)  # a view: writing into it fills col
+        xpad = xt
+    col = xp.empty((C * KH * KW, N * OH * OW), dtype=x.dtype) if out is None else out
+    col6 = col.reshape(C, KH, KW, N, OH, OW)  # a view: writing into it fills col
     for i in range(KH):
         for j in range(KW):
-            col6[:, :, i, j] = xpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)]
+            col6[:, i, j] = xpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)]
     return col
 
 
 def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=None, out=None):
     """The adjoint of ``im2col``: add every column entry back onto the pixel it came from.
 
-    col (N, C*KH*KW, OH*OW) -> gx (N, C, H, W) with x_shape = (N, C, H, W). Pixels that
-    several windows share receive the sum of their entries; pixels no window reaches get 0.
-    ``windows`` = (OH, OW) as in ``im2col`` (default ``conv_out_size`` of H, W). ``out`` is an
-    optional (N, C, H, W) array to write the result into.
+    col (C*KH*KW, N*OH*OW) -> gx (N, C, H, W) with x_shape = (N, C, H, W). Pixels that several
+    windows share receive the sum of their entries; pixels no window reaches get 0. ``windows``
+    = (OH, OW) as in ``im2col`` (default ``conv_out_size`` of H, W). ``out`` is an optional
+    (N, C, H, W) array to write the result into.
     """
     xp = get_array_module(col)
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = _conv_args(kernel_size, stride, padding, dilation)
     N, C, H, W = x_shape
     OH, OW = windows or conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
-    col6 = col.reshape(N, C, KH, KW, OH, OW)
+    col6 = col.reshape(C, KH, KW, N, OH, OW)
     if (KH, KW, PH, PW, DH, DW) == (SH, SW, 0, 0, 1, 1) and (H, W) == (OH * KH, OW * KW):
         # The windows tile the image exactly (e.g. a 2x2 kernel with stride 2): no pixel is shared,
-        # so col2im is only a reordering (n, c, i, j, oh, ow) -> (n, c, oh, i, ow, j), one copy.
-        gx = col6.transpose(0, 1, 4, 2, 5, 3).reshape(N, C, H, W)
+        # so col2im is only a reordering (c, i, j, n, oh, ow) -> (n, c, oh, i, ow, j), one copy.
+        gx = col6.transpose(3, 0, 4, 1, 5, 2).reshape(N, C, H, W)
     else:
-        gxpad = xp.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=col.dtype)
+        gxpad = scratch(col, "pad", (C, N, H + 2 * PH, W + 2 * PW))
+        gxpad.fill(0)
         for i in range(KH):
             for j in range(KW):
-                gxpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)] += col6[:, :, i, j]
-        gx = gxpad[:, :, PH : PH + H, PW : PW + W]
+                gxpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)] += col6[:, i, j]
+        gx = gxpad[:, :, PH : PH + H, PW : PW + W].transpose(1, 0, 2, 3)
     if out is None:
         return xp.ascontiguousarray(gx)
     out[...] = gx
