@@ -316,11 +316,14 @@ class ToDevice(Function):
 def tensor(data, dtype=None, device=None, requires_grad=False):
     """Make a Tensor from a list, scalar or array (NumPy's dtype rules: Python floats give float64).
 
-    ``device`` is "cpu" or "gpu" (default: the ``MINISEGNET_DEVICE`` environment variable, else cpu).
+    ``device`` is "cpu" or "gpu"; by default an array stays where it is, and anything else goes to
+    the device named by the ``MINISEGNET_DEVICE`` environment variable (cpu when unset).
     """
     if isinstance(data, Tensor):
         data = data.data
-    device = check_device(device) if device is not None else default_device()
+    if device is None:
+        device = device_of(data) if isinstance(data, np.ndarray) or is_gpu_array(data) else default_device()
+    device = check_device(device)
     if dtype is None and not (isinstance(data, np.ndarray) or is_gpu_array(data)):
         data = np.asarray(data)
     data = to_device(data, device)

@@ -134,13 +134,13 @@ def make_loss(cfg, train_masks, num_classes, device):
 
     def loss(logits, masks):
         total = 0.0
-        if "ce" in cfg.loss:
+        if cfg.loss in ("ce", "ce+dice"):
             pixel_weight = None
             if cfg.border_weights:
                 pixel_weight = to_device(F.unet_weight_map(to_numpy(masks), class_weights=None), device)
             ignore = 255 if folder else -100
             total = F.cross_entropy(logits, masks, weight=weight, ignore_index=ignore, pixel_weight=pixel_weight)
-        if "dice" in cfg.loss:
+        if cfg.loss in ("dice", "ce+dice"):
             total = total + F.soft_dice_loss(F.softmax(logits, axis=1), masks, ignore_index=255 if folder else None)
         return total
 

@@ -184,3 +184,10 @@ def test_fork_of_an_intermediate_reached_first_by_a_short_path():
     b = a * 1.0
     (b + b * 2).sum().backward()
     np.testing.assert_allclose(a.grad, [3.0, 3.0])
+
+
+def test_tensor_of_an_array_stays_on_its_device(device, monkeypatch):
+    monkeypatch.setenv("MINISEGNET_DEVICE", "cpu")
+    a = msn.to_device(np.ones(3), device)
+    assert msn.tensor(a).device == device
+    assert msn.tensor([1.0, 2.0]).device == "cpu"

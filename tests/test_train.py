@@ -92,3 +92,16 @@ def test_other_models_and_losses_train(tmp_path, model):
         progress=False,
     )
     assert np.isfinite(summary["history"][-1]["train_loss"])
+
+
+@pytest.mark.parametrize("loss", ["ce", "dice", "ce+dice"])
+def test_each_loss_option_is_what_it_says(loss):
+    import minisegnet as msn
+    import minisegnet.ops as F
+
+    rng = np.random.default_rng(0)
+    logits, masks = msn.tensor(rng.standard_normal((2, 3, 4, 4))), rng.integers(0, 3, (2, 4, 4))
+    got = train.make_loss(TrainConfig(loss=loss), masks, 3, "cpu")(logits, masks).item()
+    ce = F.cross_entropy(logits, masks).item()
+    dice = F.soft_dice_loss(F.softmax(logits, axis=1), masks).item()
+    assert got == pytest.approx({"ce": ce, "dice": dice, "ce+dice": ce + dice}[loss], rel=1e-12)
