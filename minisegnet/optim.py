@@ -140,8 +140,9 @@ class Adam(Optimizer):
             p.data *= 1 - self.lr * self.weight_decay  # AdamW: shrink the weights, outside the adaptive scaling
         elif self.weight_decay:
             g = g + self.weight_decay * p.data
-        m = self.state["exp_avg"].setdefault(i, xp.zeros_like(p.data))
-        v = self.state["exp_avg_sq"].setdefault(i, xp.zeros_like(p.data))
+        if i not in self.state["exp_avg"]:  # first step: zero moments (allocated once, not on every step)
+            self.state["exp_avg"][i], self.state["exp_avg_sq"][i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
+        m, v = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
         m *= b1
         m += (1 - b1) * g
         v *= b2
