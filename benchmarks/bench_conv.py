@@ -103,7 +103,7 @@ def textbook_conv_transpose(x, W, b, gy, S, P):
 # ---- one case: inputs and a forward + backward closure per implementation ------------------------
 
 
-def make_case(op, N, C, OC, H, seed=0):
+def make_case(op, N, C, OC, H, seed=0, threads=2):
     """{name: zero-argument function running forward + backward}, float32 inputs drawn once."""
     rng = np.random.default_rng(seed)
     transposed = op == "convT2x2"
@@ -127,7 +127,7 @@ def make_case(op, N, C, OC, H, seed=0):
         import torch
     except ImportError:
         return cases
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     tx, tW, tb = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, W, b))
     tgy = torch.from_numpy(gy)
     t_fn = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
@@ -140,7 +140,7 @@ def make_case(op, N, C, OC, H, seed=0):
     return cases
 
 
-def time_interleaved(cases, repeats, warmup=2):
+def time_interleaved(cases, repeats, warmup=2, clock=time.perf_counter):
     """{name: median seconds}: every repeat runs each case once, in an order that rotates."""
     names = list(cases)
     for _ in range(warmup):
@@ -149,9 +149,9 @@ def time_interleaved(cases, repeats, warmup=2):
     times = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            t0 = time.perf_counter()
+            t0 = clock()
             cases[name]()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(clock() - t0)
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
@@ -196,23 +196,30 @@ def measure_memory(names):
 # ---- the table ---------------------------------------------------------------------------------
 
 
-def run(quick=False, repeats=None, memory=None):
+def run(quick=False, repeats=None, memory=None, threads=2):
     """Benchmark every shape; return a list of row dicts (times in seconds, ratios to torch).
 
-    ``quick`` shrinks the shapes (N=1, H<=8, channels<=16) and does one repeat: it checks the code runs.
+    ``quick`` shrinks the shapes (N=1, H<=8, channels<=16) and does one repeat: it checks the code
+    runs. ``threads=1`` runs BLAS and torch on one thread and times the CPU time of this thread,
+    which other processes competing for the cores barely disturb (the wall-clock median is used
+    otherwise).
     """
+    import threadpoolctl
+
     repeats = repeats or (1 if quick else 15)
+    clock = time.thread_time if threads == 1 else time.perf_counter
     rows = []
-    for op, N, C, OC, H in SHAPES:
-        if quick:
-            N, C, OC, H = 1, min(C, 16), min(OC, 16), min(H, 8)
-        cases = make_case(op, N, C, OC, H)
-        times = time_interleaved(cases, repeats, warmup=1 if quick else 2)
-        row = {"op": op, "N": N, "C": C, "OC": OC, "H": H, **{f"{k}_s": v for k, v in times.items()}}
-        if "torch" in times:
-            row["ratio"] = times["minisegnet"] / times["torch"]
-            row["textbook_ratio"] = times["textbook"] / times["torch"]
-        rows.append(row)
+    with threadpoolctl.threadpool_limits(threads):
+        for op, N, C, OC, H in SHAPES:
+            if quick:
+                N, C, OC, H = 1, min(C, 16), min(OC, 16), min(H, 8)
+            cases = make_case(op, N, C, OC, H, threads=threads)
+            times = time_interleaved(cases, repeats, warmup=1 if quick else 2, clock=clock)
+            row = {"op": op, "N": N, "C": C, "OC": OC, "H": H, **{f"{k}_s": v for k, v in times.items()}}
+            if "torch" in times:
+                row["ratio"] = times["minisegnet"] / times["torch"]
+                row["textbook_ratio"] = times["textbook"] / times["torch"]
+            rows.append(row)
     if memory is None:
         memory = not quick
     if memory:
@@ -237,11 +244,12 @@ def versions():
         "numpy": np.__version__,
         "blas": "; ".join(blas),
         "date": datetime.date.today().isoformat(),
+        "load average (1, 5, 15 min) at the end": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
     try:
         import torch
 
-        info["torch"] = f"{torch.__version__} (set_num_threads(2))"
+        info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = "not installed"
     return info
@@ -289,12 +297,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2, help="BLAS/torch threads; 1 also times CPU time")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         return _memory_child(args.memory_child)
-    rows = run(quick=args.quick, repeats=args.repeats)
+    rows = run(quick=args.quick, repeats=args.repeats, memory=False if args.no_memory else None, threads=args.threads)
     print("\n".join(f"{k}: {v}" for k, v in versions().items()), end="\n\n")
     print(markdown(rows))
     if args.json:

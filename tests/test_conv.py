@@ -231,29 +231,48 @@ def test_output_sizes():
 # ---- im2col / col2im and the batch chunks ----------------------------------------------------
 
 
-def test_col2im_is_the_adjoint_of_im2col(device):
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_col2im_is_the_adjoint_of_im2col(device, batch_first):
     for K, S, P, D in [(3, 1, 1, 1), ((3, 2), (2, 3), (2, 1), (1, 2)), (2, 2, 0, 1), (1, 1, 0, 1)]:
         x = rand(2, 3, 7, 8, device=device, requires_grad=False).data
-        col = im2col(x, K, S, P, D)
+        col = im2col(x, K, S, P, D, batch_first=batch_first)
         c = rand(*col.shape, device=device, seed=1, requires_grad=False).data
-        lhs, rhs = float((col * c).sum()), float((x * col2im(c, x.shape, K, S, P, D)).sum())
+        lhs = float((col * c).sum())
+        rhs = float((x * col2im(c, x.shape, K, S, P, D, batch_first=batch_first)).sum())
         assert abs(lhs - rhs) <= 1e-12 * abs(lhs), (K, S, P, D)
 
 
-def test_im2col_layout_and_its_shortcuts(device):
+def test_im2col_layouts_and_shortcuts(device):
     x = rand(2, 3, 6, 8, device=device, requires_grad=False).data
-    col = to_numpy(im2col(x, (3, 2), (1, 2), 1))
     xpad = np.pad(to_numpy(x), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    assert col.shape == (3 * 3 * 2, 2 * 6 * 5)
-    # Row (c, i, j) = (2, 1, 0), column (n, oh, ow) = (1, 3, 2) holds xpad[n, c, oh*SH + i, ow*SW + j].
-    assert col[(2 * 3 + 1) * 2 + 0, 1 * 30 + 3 * 5 + 2] == xpad[1, 2, 3 + 1, 2 * 2 + 0]
-    view = im2col(x[:1], 1)  # one image, 1x1, stride 1, no padding: the input itself
-    assert view.shape == (3, 48) and (device != "cpu" or np.shares_memory(view, x))
+    col = to_numpy(im2col(x, (3, 2), (1, 2), 1))
+    assert col.shape == (2, 3 * 3 * 2, 6 * 5)  # PyTorch's unfold layout
+    # Image n = 1, row (c, i, j) = (2, 1, 0), column (oh, ow) = (3, 2) holds xpad[n, c, oh*SH + i, ow*SW + j].
+    assert col[1, (2 * 3 + 1) * 2 + 0, 3 * 5 + 2] == xpad[1, 2, 3 + 1, 2 * 2 + 0]
+    # batch_first=False: the same columns side by side, (C*KH*KW, N*OH*OW)
+    wide = to_numpy(im2col(x, (3, 2), (1, 2), 1, batch_first=False))
+    np.testing.assert_array_equal(wide, col.transpose(1, 0, 2).reshape(18, 60))
+    # 1x1, stride 1, no padding: the input itself, no copy
+    assert im2col(x, 1).shape == (2, 3, 48) and im2col(x[:1], 1, batch_first=False).shape == (3, 48)
+    if device == "cpu":
+        assert np.shares_memory(im2col(x, 1), x) and np.shares_memory(im2col(x[:1], 1, batch_first=False), x)
     # A 2x2 stride-2 kernel tiles a 6x8 image: col2im's reordering shortcut equals the generic sum,
     # which runs for a 7x8 image (one row that no window reaches).
-    c = rand(3 * 4, 2 * 3 * 4, device=device, seed=2, requires_grad=False).data
-    generic = to_numpy(col2im(c, (2, 3, 7, 8), 2, 2))
-    assert np.array_equal(to_numpy(col2im(c, (2, 3, 6, 8), 2, 2)), generic[:, :, :6]) and not generic[:, :, 6].any()
+    for batch_first, shape in [(True, (2, 12, 12)), (False, (12, 24))]:
+        c = rand(*shape, device=device, seed=2, requires_grad=False).data
+        generic = to_numpy(col2im(c, (2, 3, 7, 8), 2, 2, batch_first=batch_first))
+        tiled = to_numpy(col2im(c, (2, 3, 6, 8), 2, 2, batch_first=batch_first))
+        assert np.array_equal(tiled, generic[:, :, :6]) and not generic[:, :, 6].any()
+
+
+def test_im2col_matches_torch_unfold():
+    torch = import_torch()
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 8))
+    for K, S, P, D in [((3, 2), (1, 2), 1, 1), (3, 2, (0, 2), (2, 1))]:
+        ref = torch.nn.functional.unfold(torch.tensor(x), K, dilation=D, padding=P, stride=S).numpy()
+        np.testing.assert_array_equal(im2col(x, K, S, P, D), ref)
+        fold = torch.nn.functional.fold(torch.tensor(ref), x.shape[2:], K, dilation=D, padding=P, stride=S).numpy()
+        np.testing.assert_allclose(col2im(ref, x.shape, K, S, P, D), fold, rtol=1e-12)
 
 
 def test_scratch_buffers_are_reused_and_never_returned(device):

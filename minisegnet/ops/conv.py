@@ -1,6 +1,6 @@
 """2-D convolution and transposed convolution, both built on ``im2col`` / ``col2im``.
 
-With ``col = im2col(x)`` of shape (C*KH*KW, N*OH*OW) and ``W2 = weight.reshape(OC, C*KH*KW)``:
+With ``col = im2col(x, batch_first=False)`` of shape (C*KH*KW, N*OH*OW) and ``W2 = weight.reshape(OC, C*KH*KW)``:
 
     conv2d forward          y   = W2 @ col                  (OC, N*OH*OW), one matrix product
     gradient for weight     gW  = gy @ col.T                gy laid out (OC, N*OH*OW)
@@ -34,7 +34,8 @@ def _forward(x, W, b, stride, padding, dilation, windows):
     W2 = W.reshape(OC, K)
     y = xp.empty((N, OC, L), dtype=x.dtype)
     for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize):
-        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, windows, out=scratch(x, "col", (K, (n1 - n0) * L)))
+        buf = scratch(x, "col", (K, (n1 - n0) * L))
+        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, windows, batch_first=False, out=buf)
         yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, (n1 - n0) * L)))
         yc = yc.reshape(OC, n1 - n0, L).transpose(1, 0, 2)  # (OC, n, L) -> (n, OC, L)
         if b is None:
@@ -54,7 +55,7 @@ def _input_grad(gy, W, x_shape, stride, padding, dilation):
     gx = xp.empty(x_shape, dtype=gy.dtype)
     for n0, n1 in batch_chunks(N, K * L * gy.dtype.itemsize):
         gcol = xp.matmul(W2T, _channels_first(gy[n0:n1]), out=scratch(gy, "col", (K, (n1 - n0) * L)))
-        col2im(gcol, gx[n0:n1].shape, (KH, KW), stride, padding, dilation, windows=(OH, OW), out=gx[n0:n1])
+        col2im(gcol, gx[n0:n1].shape, (KH, KW), stride, padding, dilation, (OH, OW), batch_first=False, out=gx[n0:n1])
     return gx
 
 
@@ -66,7 +67,8 @@ def _weight_grad(x, gy, W_shape, stride, padding, dilation):
     K, L = C * KH * KW, OH * OW
     gW = xp.zeros((OC, K), dtype=x.dtype)
     for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize):
-        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, (OH, OW), out=scratch(x, "col", (K, (n1 - n0) * L)))
+        buf = scratch(x, "col", (K, (n1 - n0) * L))
+        col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, (OH, OW), batch_first=False, out=buf)
         gW += _channels_first(gy[n0:n1]) @ col.T  # (OC, n*L) @ (n*L, K): one product per chunk
     return gW.reshape(W_shape)
 

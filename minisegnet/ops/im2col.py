@@ -116,62 +116,71 @@ def _conv_args(kernel_size, stride, padding, dilation):
     return [pair(v, name) for v, name in zip((kernel_size, stride, padding, dilation), names)]
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, out=None):
-    """Copy every convolution window of ``x`` into a column: (N, C, H, W) -> (C*KH*KW, N*OH*OW).
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True, out=None):
+    """Copy every convolution window of ``x`` into a column: x (N, C, H, W) -> col (N, C*KH*KW, OH*OW).
 
-    x (N, C, H, W); the result col (C*KH*KW, N*OH*OW) is ordered (c, i, j) down a column and
-    (n, oh, ow) along a row, so ``weight.reshape(OC, -1) @ col`` is the convolution of the whole
-    batch in one matrix product, laid out (OC, N, OH, OW). ``windows`` = (OH, OW) takes only the
-    first OH x OW window positions (default: all, ``conv_out_size``). ``out`` is an optional
-    contiguous buffer of col's shape to fill, except that a 1x1 kernel with stride 1 and no padding
-    on a single image needs no copy: then the columns are ``x`` itself (a view).
+    Rows of a column are ordered (c, i, j), like ``weight.reshape(OC, -1)``, so ``W2 @ col[n]`` is
+    image n's convolution (PyTorch's ``unfold`` layout). ``batch_first=False`` gives the same
+    columns as one matrix (C*KH*KW, N*OH*OW), columns ordered (n, oh, ow): then ``W2 @ col`` is
+    the whole batch in one product (conv2d uses this). ``windows`` = (OH, OW) takes only the first
+    OH x OW window positions (default: all, ``conv_out_size``). ``out`` is an optional contiguous
+    array of col's shape to fill, except where no copy is needed (a 1x1 kernel, stride 1, no
+    padding, and one image or ``batch_first``): then col is a view of ``x``.
     """
     xp = get_array_module(x)
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = _conv_args(kernel_size, stride, padding, dilation)
     N, C, H, W = x.shape
     OH, OW = windows or conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
-    if (N, KH, KW, SH, SW, PH, PW, OH, OW) == (1, 1, 1, 1, 1, 0, 0, H, W):
-        return x.reshape(C, H * W)
-    xt = x.transpose(1, 0, 2, 3)  # (C, N, H, W): channels outermost, as in col's rows
+    if (KH, KW, SH, SW, PH, PW, OH, OW) == (1, 1, 1, 1, 0, 0, H, W) and (batch_first or N == 1):
+        return x.reshape(N, C, H * W) if batch_first else x.reshape(C, H * W)
     if PH or PW:
-        xpad = scratch(x, "pad", (C, N, H + 2 * PH, W + 2 * PW))
+        xpad = scratch(x, "pad", (N, C, H + 2 * PH, W + 2 * PW))
         for border in (np.s_[:, :, :PH], np.s_[:, :, PH + H :], np.s_[..., :PW], np.s_[..., PW + W :]):
             xpad[border] = 0  # the buffer is reused: only its border needs zeros, the inside is overwritten
-        xpad[:, :, PH : PH + H, PW : PW + W] = xt
+        xpad[:, :, PH : PH + H, PW : PW + W] = x
     else:
-        xpad = xt
-    col = xp.empty((C * KH * KW, N * OH * OW), dtype=x.dtype) if out is None else out
-    col6 = col.reshape(C, KH, KW, N, OH, OW)  # a view: writing into it fills col
+        xpad = x
+    shape = (N, C * KH * KW, OH * OW) if batch_first else (C * KH * KW, N * OH * OW)
+    col = xp.empty(shape, dtype=x.dtype) if out is None else out
     for i in range(KH):
         for j in range(KW):
-            col6[:, i, j] = xpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)]
+            _indexed(col, N, C, KH, KW, OH, OW, batch_first)[:, :, i, j] = xpad[
+                :, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)
+            ]
     return col
 
 
-def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=None, out=None):
+def _indexed(col, N, C, KH, KW, OH, OW, batch_first):
+    # A view of col indexed [n, c, i, j, oh, ow] whichever its layout: writing into it fills col.
+    if batch_first:
+        return col.reshape(N, C, KH, KW, OH, OW)
+    return col.reshape(C, KH, KW, N, OH, OW).transpose(3, 0, 1, 2, 4, 5)
+
+
+def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True, out=None):
     """The adjoint of ``im2col``: add every column entry back onto the pixel it came from.
 
-    col (C*KH*KW, N*OH*OW) -> gx (N, C, H, W) with x_shape = (N, C, H, W). Pixels that several
-    windows share receive the sum of their entries; pixels no window reaches get 0. ``windows``
-    = (OH, OW) as in ``im2col`` (default ``conv_out_size`` of H, W). ``out`` is an optional
-    (N, C, H, W) array to write the result into.
+    col (N, C*KH*KW, OH*OW), or (C*KH*KW, N*OH*OW) with ``batch_first=False`` -> gx (N, C, H, W)
+    with x_shape = (N, C, H, W). Pixels that several windows share receive the sum of their
+    entries; pixels no window reaches get 0. ``windows`` = (OH, OW) as in ``im2col`` (default
+    ``conv_out_size`` of H, W). ``out`` is an optional (N, C, H, W) array to write the result into.
     """
     xp = get_array_module(col)
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = _conv_args(kernel_size, stride, padding, dilation)
     N, C, H, W = x_shape
     OH, OW = windows or conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
-    col6 = col.reshape(C, KH, KW, N, OH, OW)
+    col6 = _indexed(col, N, C, KH, KW, OH, OW, batch_first)
     if (KH, KW, PH, PW, DH, DW) == (SH, SW, 0, 0, 1, 1) and (H, W) == (OH * KH, OW * KW):
         # The windows tile the image exactly (e.g. a 2x2 kernel with stride 2): no pixel is shared,
-        # so col2im is only a reordering (c, i, j, n, oh, ow) -> (n, c, oh, i, ow, j), one copy.
-        gx = col6.transpose(3, 0, 4, 1, 5, 2).reshape(N, C, H, W)
+        # so col2im is only a reordering [n, c, i, j, oh, ow] -> [n, c, oh, i, ow, j], one copy.
+        gx = col6.transpose(0, 1, 4, 2, 5, 3).reshape(N, C, H, W)
     else:
-        gxpad = scratch(col, "pad", (C, N, H + 2 * PH, W + 2 * PW))
+        gxpad = scratch(col, "pad", (N, C, H + 2 * PH, W + 2 * PW))
         gxpad.fill(0)
         for i in range(KH):
             for j in range(KW):
-                gxpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)] += col6[:, i, j]
-        gx = gxpad[:, :, PH : PH + H, PW : PW + W].transpose(1, 0, 2, 3)
+                gxpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)] += col6[:, :, i, j]
+        gx = gxpad[:, :, PH : PH + H, PW : PW + W]
     if out is None:
         return xp.ascontiguousarray(gx)
     out[...] = gx
