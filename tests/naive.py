@@ -247,6 +247,11 @@ def unet_border_term(mask, w0, sigma):
     term = np.zeros((H, W))
     if len(objects) < 2:
         return term
+    for i in range(H):
+        for j in range(W):
+            d = sorted(min(np.hypot(i - a, j - b) for a, b in obj) for obj in objects)
+            term[i, j] = w0 * np.exp(-((d[0] + d[1]) ** 2) / (2 * sigma**2))
+    return term
 
 
 def conv2d_weight_grad(x, gy, kernel, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
