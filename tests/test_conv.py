@@ -389,3 +389,12 @@ def test_benchmark_runs_in_quick_mode():
     xt, Wt, bt = draw((2, 3, 4, 4), (3, 2, 2, 2), 2, seed=1)
     ours, gyt = forward_backward(F.conv_transpose2d, "cpu", np.float64, xt, Wt, bt, gy_seed=1, stride=2)
     assert_close(bench.textbook_conv_transpose(xt, Wt, bt, gyt, 2, 0), ours, 1e-12, "textbook conv_transpose")
+
+
+def test_batch_chunks_cover_the_batch_and_keep_one_chunk_on_a_gpu():
+    from minisegnet.ops.im2col import CHUNK_BYTES, batch_chunks
+
+    chunks = batch_chunks(10, CHUNK_BYTES // 3)
+    assert chunks == [(0, 3), (3, 6), (6, 9), (9, 10)]
+    assert batch_chunks(10, CHUNK_BYTES * 2) == [(n, n + 1) for n in range(10)]
+    assert batch_chunks(10, CHUNK_BYTES // 3, xp=object()) == [(0, 10)]  # any array module but NumPy

@@ -33,7 +33,7 @@ def _forward(x, W, b, stride, padding, dilation, windows):
     K, L = C * KH * KW, OH * OW
     W2 = W.reshape(OC, K)
     y = xp.empty((N, OC, L), dtype=x.dtype)
-    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize):
+    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize, xp):
         buf = scratch(x, "col", (K, (n1 - n0) * L))
         col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, windows, batch_first=False, out=buf)
         yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, (n1 - n0) * L)))
@@ -53,7 +53,7 @@ def _input_grad(gy, W, x_shape, stride, padding, dilation):
     K, L = C * KH * KW, OH * OW
     W2T = W.reshape(OC, K).T  # a transposed view: BLAS reads it as it is
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    for n0, n1 in batch_chunks(N, K * L * gy.dtype.itemsize):
+    for n0, n1 in batch_chunks(N, K * L * gy.dtype.itemsize, xp):
         gcol = xp.matmul(W2T, _channels_first(gy[n0:n1]), out=scratch(gy, "col", (K, (n1 - n0) * L)))
         col2im(gcol, gx[n0:n1].shape, (KH, KW), stride, padding, dilation, (OH, OW), batch_first=False, out=gx[n0:n1])
     return gx
@@ -66,7 +66,7 @@ def _weight_grad(x, gy, W_shape, stride, padding, dilation):
     _, C, KH, KW = W_shape
     K, L = C * KH * KW, OH * OW
     gW = xp.zeros((OC, K), dtype=x.dtype)
-    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize):
+    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize, xp):
         buf = scratch(x, "col", (K, (n1 - n0) * L))
         col = im2col(x[n0:n1], (KH, KW), stride, padding, dilation, (OH, OW), batch_first=False, out=buf)
         gW += _channels_first(gy[n0:n1]) @ col.T  # (OC, n*L) @ (n*L, K): one product per chunk

@@ -187,7 +187,13 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=N
     return out
 
 
-def batch_chunks(N, bytes_per_image):
-    """[(n0, n1), ...] covering range(N) in chunks of about ``CHUNK_BYTES`` (at least one image each)."""
+def batch_chunks(N, bytes_per_image, xp=np):
+    """[(n0, n1), ...] covering range(N) in chunks of about ``CHUNK_BYTES`` (at least one image each).
+
+    On the GPU (``xp`` is CuPy) the whole batch is one chunk: a cache-sized chunk helps a CPU,
+    while a GPU wants few, large products (each chunk costs KH*KW + 2 kernel launches).
+    """
+    if xp is not np:
+        return [(0, N)]
     B = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image)))
     return [(n0, min(n0 + B, N)) for n0 in range(0, N, B)]
