@@ -1,6 +1,6 @@
 """Which model and which loss? Train each on the same data and budget, and tabulate mIoU, time and size.
 
-    python benchmarks/compare_models.py            # the README's table (about 15 minutes on 2 CPU cores with --jobs 2)
+    python benchmarks/compare_models.py            # the README's table (about 15 minutes on 2 idle CPU cores with --jobs 2)
     python benchmarks/compare_models.py --quick    # a tiny smoke run, as the tests do
 
 Every run is ``minisegnet.train.train`` with one field of the config changed, so a row differs
@@ -40,7 +40,7 @@ RUNS = [
     ("digits", "FCN-32s, CE+Dice", {"model": "fcn32s"}),
     ("nuclei", "U-Net, CE+Dice", {}),
 ]
-BASE = {"size": 32, "epochs": 20, "n_train": 512, "n_val": 64, "batch_size": 8}
+BASE = {"size": 32, "epochs": 40, "n_train": 512, "n_val": 64, "batch_size": 8}
 
 
 def train_one(data, label, changes, out, quick):

@@ -47,11 +47,11 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | sgd
     lr: float = 3e-3
     weight_decay: float = 0.0
-    epochs: int = 12
-    batch_size: int = 16
-    n_train: int = 384
+    epochs: int = 40
+    batch_size: int = 8
+    n_train: int = 512
     n_val: int = 64
-    size: int = 48
+    size: int = 32
     augment: bool = True
     seed: int = 0
     device: str = "cpu"
