@@ -1,6 +1,6 @@
 """Which model and which loss? Train each on the same data and budget, and tabulate mIoU, time and size.
 
-    python benchmarks/compare_models.py            # the README's table (about 15 minutes on 2 idle CPU cores with --jobs 2)
+    python benchmarks/compare_models.py --jobs 2   # the README table (about 15 minutes on 2 idle CPU cores)
     python benchmarks/compare_models.py --quick    # a tiny smoke run, as the tests do
 
 Every run is ``minisegnet.train.train`` with one field of the config changed, so a row differs
