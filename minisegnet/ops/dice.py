@@ -122,7 +122,8 @@ class SoftDiceLoss(Function):
         a = xp.ones(C, dtype=p.dtype) if weight is None else weight.astype(p.dtype)  # a copy: a[0] = 0 is safe
         if not self.include_background:
             a[0] = 0
-        if not float(a.sum()) > 0:
+        kept = C - (not self.include_background) if weight is None else float(a.sum())  # no device sync unweighted
+        if not kept > 0:
             raise ValueError("soft_dice_loss: the kept classes' weights sum to 0 (C=1 without background?)")
         a = (a / (a.sum() * (1 if self.reduce_batch else N))).reshape((1, C) + (1,) * (p.ndim - 2))
 
