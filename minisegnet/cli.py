@@ -17,15 +17,23 @@ from . import __version__
 
 def _add_config_options(parser):
     # One option per TrainConfig field, so the CLI and the config can never drift apart.
-    from .train import TrainConfig
+    from .train import HELP, TrainConfig
 
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         if field.type in (bool, "bool"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=field.default, help=HELP[field.name]
+            )
         else:
             kind = {"int": int, "float": float}.get(getattr(field.type, "__name__", field.type), str)
-            parser.add_argument(flag, type=kind, default=field.default, metavar=field.name.upper())
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=field.default,
+                metavar=field.name.upper(),
+                help=f"{HELP[field.name]} (default: {field.default})",
+            )
 
 
 def cmd_train(args):

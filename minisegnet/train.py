@@ -29,22 +29,49 @@ from .data.loader import DataLoader
 from .nn import manual_seed
 from .tensor import no_grad
 
+# One line of help per TrainConfig field, shown by `minisegnet train --help`.
+HELP = {
+    "name": "run folder name under --out",
+    "data": "shapes | digits | nuclei | a folder with images/ and masks/",
+    "model": "unet | segnet | fcn8s | fcn16s | fcn32s",
+    "block": "U-Net block: plain | residual | dense",
+    "up": "U-Net upsampling: transpose | bilinear | unpool",
+    "base_channels": "channels of the first level (doubled at each level below)",
+    "depth": "U-Net levels below the first (sides must divide by 2**depth)",
+    "loss": "ce | dice | ce+dice",
+    "class_weights": "none | balanced (inverse class frequency in the training masks)",
+    "border_weights": "multiply cross-entropy by the U-Net paper's border weight map",
+    "optimizer": "adam | sgd (momentum 0.9)",
+    "lr": "learning rate (cosine schedule down to 0)",
+    "weight_decay": "L2 penalty on the weights",
+    "epochs": "passes over the training images",
+    "batch_size": "images per step",
+    "n_train": "training images to generate (shapes, digits)",
+    "n_val": "held-out validation images to generate (shapes, digits)",
+    "size": "image side in pixels",
+    "augment": "random flips and 90-degree turns, the same for image and mask",
+    "seed": "seeds the data, the initial weights, the data order and the augmentations",
+    "device": 'cpu | gpu (needs CuPy: pip install -e ".[gpu]")',
+    "out": "folder that holds the run folders",
+    "quick": "tiny sizes and 2 epochs (also set by MINISEGNET_QUICK=1)",
+}
+
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a run depends on; saved as ``config.json`` and inside every checkpoint."""
+    """Everything a run depends on; saved as ``config.json`` and in every checkpoint (HELP explains each field)."""
 
     name: str = "unet-shapes"
-    data: str = "shapes"  # shapes | digits | nuclei | a folder with images/ and masks/
-    model: str = "unet"  # unet | fcn8s | fcn16s | fcn32s | segnet
+    data: str = "shapes"
+    model: str = "unet"
     block: str = "plain"
     up: str = "transpose"
     base_channels: int = 8
     depth: int = 3
-    loss: str = "ce+dice"  # ce | dice | ce+dice
-    class_weights: str = "none"  # none | balanced
-    border_weights: bool = False  # the U-Net paper's w0 exp(-(d1 + d2)^2 / 2 sigma^2) term
-    optimizer: str = "adam"  # adam | sgd
+    loss: str = "ce+dice"
+    class_weights: str = "none"
+    border_weights: bool = False
+    optimizer: str = "adam"
     lr: float = 3e-3
     weight_decay: float = 0.0
     epochs: int = 40
