@@ -10,7 +10,7 @@ import minisegnet.ops as F
 from minisegnet.backend import to_device
 from minisegnet.gradcheck import gradcheck
 
-from utils import rand, rel_error, to_torch, torch
+from utils import rand, rand_labels, rel_error, to_torch, torch
 
 W3 = [0.5, 1.0, 2.0]
 SWITCHES = list(itertools.product([True, False], [False, True], [True, False], [None, W3], [None, 255]))
@@ -23,14 +23,6 @@ IDS = [
 
 def probs(*shape, device="cpu", seed=0):
     return rand(*shape, device=device, seed=seed, low=0.05, high=0.95)
-
-
-def labels(shape, C=3, device="cpu", seed=0, ignore=None):
-    rng = np.random.default_rng(seed)
-    t = rng.integers(0, C, shape)
-    if ignore is not None:
-        t[rng.random(shape) < 0.3] = ignore
-    return to_device(t, device)
 
 
 def kwargs(squared, reduce_batch, include_background, weight, ignore_index):
@@ -68,7 +60,7 @@ def torch_dice(
 @pytest.mark.parametrize("switches", SWITCHES, ids=IDS)
 def test_soft_dice_gradcheck_every_switch(device, switches):
     p = probs(2, 3, 4, 4, device=device)
-    t = labels((2, 4, 4), device=device, ignore=switches[-1])
+    t = rand_labels((2, 4, 4), device=device, ignore=switches[-1])
     rep = gradcheck(lambda p: F.soft_dice_loss(p, t, **kwargs(*switches)), p)
     assert rep.max_rel_err <= 1e-6, rep
 
@@ -76,7 +68,7 @@ def test_soft_dice_gradcheck_every_switch(device, switches):
 @pytest.mark.parametrize("switches", SWITCHES, ids=IDS)
 def test_soft_dice_matches_torch_autograd(switches):
     torch_ = torch()
-    p, t = probs(2, 3, 5, 4), labels((2, 5, 4), ignore=switches[-1])
+    p, t = probs(2, 3, 5, 4), rand_labels((2, 5, 4), ignore=switches[-1])
     y = F.soft_dice_loss(p, t, **kwargs(*switches))
     y.backward()
     tp = to_torch(p, True)
@@ -103,7 +95,7 @@ def test_soft_dice_multilabel_target(device, squared, reduce_batch):
 
 
 def test_one_hot_target_equals_label_target(device):
-    p, t = probs(2, 3, 4, 4, device=device), labels((2, 4, 4), device=device)
+    p, t = probs(2, 3, 4, 4, device=device), rand_labels((2, 4, 4), device=device)
     one_hot = to_device(np.eye(3)[msn.to_numpy(t)].transpose(0, 3, 1, 2), device)
     for kw in ({}, {"squared": False, "reduce_batch": True}):
         a, b = F.soft_dice_loss(p, t, **kw).item(), F.soft_dice_loss(p, one_hot, **kw).item()
@@ -112,7 +104,7 @@ def test_one_hot_target_equals_label_target(device):
 
 
 def test_ignored_pixels_do_not_matter(device):
-    p, t = probs(2, 3, 4, 4, device=device), labels((2, 4, 4), device=device, ignore=255)
+    p, t = probs(2, 3, 4, 4, device=device), rand_labels((2, 4, 4), device=device, ignore=255)
     ignored = msn.to_numpy(t) == 255
     other = p.numpy().transpose(1, 0, 2, 3)  # a view with the class axis first, so one mask picks pixels
     other[:, ignored] = 0.5  # change only the ignored pixels' predictions
@@ -128,7 +120,7 @@ def test_tiny_and_empty_classes(device):
     # Class 2 absent from the target; its predicted probabilities near 3e-4 (logits shifted by -8).
     z = rand(2, 3, 4, 4, device=device)
     z.data[:, 2] -= 8
-    t = labels((2, 4, 4), C=2, device=device)
+    t = rand_labels((2, 4, 4), C=2, device=device)
     for kw in ({}, {"squared": False}, {"reduce_batch": True}, {"include_background": False}, {"smooth": 1.0}):
         rep = gradcheck(lambda z, kw=kw: F.soft_dice_loss(F.softmax(z), t, **kw), z)
         assert rep.max_rel_err <= 1e-6, (kw, rep)
@@ -144,7 +136,7 @@ def test_tiny_and_empty_classes(device):
 
 
 def test_perfect_prediction_and_range(device):
-    t = labels((2, 6, 6), C=4, device=device)
+    t = rand_labels((2, 6, 6), C=4, device=device)
     one_hot = to_device(np.eye(4)[msn.to_numpy(t)].transpose(0, 3, 1, 2), device)
     for switches in SWITCHES:
         kw = kwargs(*switches)
@@ -155,20 +147,20 @@ def test_perfect_prediction_and_range(device):
         p = to_device(rng.random((2, 4, 6, 6)) ** rng.uniform(0.2, 5), device)  # from near-0 to near-1 probabilities
         kw = kwargs(*SWITCHES[seed % len(SWITCHES)])
         kw["weight"] = None if kw["weight"] is None else [0.5, 1.0, 2.0, 1.0]
-        value = F.soft_dice_loss(p, labels((2, 6, 6), 4, device, seed, kw["ignore_index"]), **kw).item()
+        value = F.soft_dice_loss(p, rand_labels((2, 6, 6), 4, device, seed, kw["ignore_index"]), **kw).item()
         assert 0.0 <= value <= 1.0
 
 
 def test_float32_stays_float32(device):
     p = probs(2, 3, 4, 4, device=device)
     p32 = msn.Tensor(p.data.astype(np.float32), requires_grad=True)
-    y = F.soft_dice_loss(p32, labels((2, 4, 4), device=device))
+    y = F.soft_dice_loss(p32, rand_labels((2, 4, 4), device=device))
     y.backward()
     assert y.dtype == np.float32 and p32.grad.dtype == np.float32
 
 
 def test_soft_dice_bad_input():
-    p, t = probs(2, 3, 4, 4), labels((2, 4, 4))
+    p, t = probs(2, 3, 4, 4), rand_labels((2, 4, 4))
     for bad in (1.5, -0.25, np.nan):
         pb = p.numpy()
         pb[1, 2, 0, 3] = bad
@@ -179,7 +171,7 @@ def test_soft_dice_bad_input():
     with pytest.raises(ValueError, match=r"label 255.*\[0, 3\)"):
         F.soft_dice_loss(p, np.where(t == 0, 255, t))  # 255 without ignore_index=255
     with pytest.raises(ValueError, match=r"\(2, 4, 5\).*\(2, 3, 4, 4\)"):
-        F.soft_dice_loss(p, labels((2, 4, 5)))
+        F.soft_dice_loss(p, rand_labels((2, 4, 5)))
     with pytest.raises(ValueError, match=r"one-hot target shape \(2, 4, 4\).*\(2, 3, 4, 4\)"):
         F.soft_dice_loss(p, t.astype(np.float64))  # float labels
     with pytest.raises(ValueError, match="ignore_index needs an integer label target"):

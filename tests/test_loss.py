@@ -10,17 +10,9 @@ import minisegnet.ops as F
 from minisegnet.backend import to_device
 from minisegnet.gradcheck import gradcheck
 
-from utils import rand, rel_error, to_torch, torch
+from utils import rand, rand_labels, rel_error, to_torch, torch
 
 W3 = np.array([0.5, 1.0, 2.0])
-
-
-def labels(shape, C=3, device="cpu", seed=0, ignore=None):
-    rng = np.random.default_rng(seed)
-    t = rng.integers(0, C, shape)
-    if ignore is not None:
-        t[rng.random(shape) < 0.3] = ignore
-    return to_device(t, device)
 
 
 # ---- cross-entropy --------------------------------------------------------------------------------------------------
@@ -30,7 +22,7 @@ def labels(shape, C=3, device="cpu", seed=0, ignore=None):
 @pytest.mark.parametrize("ignore", [None, -100, 1], ids=["noignore", "ignore-100", "ignore1"])
 def test_cross_entropy_gradcheck(device, shape, reduction, weighted, ignore):
     x = rand(*shape, device=device)
-    t = labels((shape[0],) + shape[2:], device=device, ignore=-100 if ignore == -100 else None)
+    t = rand_labels((shape[0],) + shape[2:], device=device, ignore=-100 if ignore == -100 else None)
     kw = {"reduction": reduction, "weight": to_device(W3, device) if weighted else None}
     if ignore is not None:
         kw["ignore_index"] = ignore
@@ -41,7 +33,7 @@ def test_cross_entropy_gradcheck(device, shape, reduction, weighted, ignore):
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_pixel_weight_gradcheck(device, reduction):
     x = rand(2, 3, 4, 5, device=device)
-    t = labels((2, 4, 5), device=device, ignore=-100)
+    t = rand_labels((2, 4, 5), device=device, ignore=-100)
     pw = rand(2, 4, 5, device=device, low=0.5, high=3.0, requires_grad=False)  # a Tensor: no gradient flows into it
     rep = gradcheck(
         lambda x: F.cross_entropy(x, t, weight=to_device(W3, device), reduction=reduction, pixel_weight=pw), x
@@ -52,7 +44,7 @@ def test_cross_entropy_pixel_weight_gradcheck(device, reduction):
 
 @pytest.mark.parametrize("shape", [(4, 3, 5), (2, 3, 2, 3, 2)], ids=str)
 def test_cross_entropy_any_number_of_trailing_axes(shape):
-    x, t = rand(*shape), labels((shape[0],) + shape[2:])
+    x, t = rand(*shape), rand_labels((shape[0],) + shape[2:])
     rep = gradcheck(lambda x: F.cross_entropy(x, t, weight=W3), x)
     assert rep.max_rel_err <= 1e-6, rep
 
@@ -62,7 +54,7 @@ def test_cross_entropy_any_number_of_trailing_axes(shape):
 @pytest.mark.parametrize("weighted", [False, True], ids=["noweight", "weight"])
 def test_cross_entropy_matches_torch(shape, reduction, weighted):
     torch_ = torch()
-    x, t = rand(*shape), labels((shape[0],) + shape[2:], ignore=-100)
+    x, t = rand(*shape), rand_labels((shape[0],) + shape[2:], ignore=-100)
     y = F.cross_entropy(x, t, weight=W3 if weighted else None, reduction=reduction)
     g = np.random.default_rng(1).standard_normal(y.shape)
     y.backward(g)
@@ -77,7 +69,7 @@ def test_cross_entropy_matches_torch(shape, reduction, weighted):
 
 def test_cross_entropy_pixel_weight_scales_the_loss_but_not_the_normaliser():
     torch_ = torch()
-    x, t = rand(2, 3, 4, 5), labels((2, 4, 5), ignore=-100)
+    x, t = rand(2, 3, 4, 5), rand_labels((2, 4, 5), ignore=-100)
     pw = np.random.default_rng(2).uniform(0.5, 3.0, (2, 4, 5))
     y = F.cross_entropy(x, t, weight=W3, pixel_weight=pw)
     y.backward()
@@ -89,7 +81,7 @@ def test_cross_entropy_pixel_weight_scales_the_loss_but_not_the_normaliser():
     assert rel_error(y, expected.detach().numpy()) < 1e-12
     assert rel_error(x.grad, tx.grad.numpy()) < 1e-12
     # Without class weights or ignored pixels this is the common idiom (loss * weight_map).mean().
-    t_all = labels((2, 4, 5))
+    t_all = rand_labels((2, 4, 5))
     plain = (F.cross_entropy(x, t_all, reduction="none").numpy() * pw).mean()
     assert F.cross_entropy(x, t_all, pixel_weight=pw).item() == pytest.approx(plain, rel=1e-12)
 
@@ -108,9 +100,9 @@ def test_cross_entropy_when_every_pixel_is_ignored(device):
 def test_cross_entropy_at_initialisation_is_log_C(device):
     for C in (2, 5, 21):
         x = msn.tensor(np.zeros((2, C, 8, 8)), device=device)
-        assert F.cross_entropy(x, labels((2, 8, 8), C, device)).item() == pytest.approx(math.log(C), rel=1e-12)
+        assert F.cross_entropy(x, rand_labels((2, 8, 8), C, device)).item() == pytest.approx(math.log(C), rel=1e-12)
         small = rand(2, C, 8, 8, device=device, seed=C) * 1e-3
-        assert F.cross_entropy(small, labels((2, 8, 8), C, device)).item() == pytest.approx(math.log(C), rel=1e-2)
+        assert F.cross_entropy(small, rand_labels((2, 8, 8), C, device)).item() == pytest.approx(math.log(C), rel=1e-2)
 
 
 def test_cross_entropy_is_stable_and_keeps_float32(device):
@@ -123,7 +115,7 @@ def test_cross_entropy_is_stable_and_keeps_float32(device):
 
 def test_cross_entropy_bad_input():
     x = rand(2, 3, 4, 4)
-    good = labels((2, 4, 4))
+    good = rand_labels((2, 4, 4))
     with pytest.raises(ValueError, match=r"label 3.*\[0, 3\).*C=3"):
         F.cross_entropy(x, np.where(good == 0, 3, good))
     with pytest.raises(ValueError, match="label -1"):
@@ -131,7 +123,7 @@ def test_cross_entropy_bad_input():
     with pytest.raises(TypeError, match="integer class labels.*float64"):
         F.cross_entropy(x, good.astype(np.float64))
     with pytest.raises(ValueError, match=r"\(2, 4, 5\).*\(2, 3, 4, 4\)"):
-        F.cross_entropy(x, labels((2, 4, 5)))
+        F.cross_entropy(x, rand_labels((2, 4, 5)))
     for bad in (np.nan, np.inf):
         xb = x.numpy()
         xb[1, 2, 3, 0] = bad
@@ -212,7 +204,7 @@ def test_bce_bad_input():
 # ---- Dice + cross-entropy -------------------------------------------------------------------------------------------
 def test_dice_ce_loss_is_the_weighted_sum(device):
     x = rand(2, 3, 4, 4, device=device)
-    t = labels((2, 4, 4), device=device, ignore=-100)
+    t = rand_labels((2, 4, 4), device=device, ignore=-100)
     y = F.dice_ce_loss(x, t, lambda_dice=0.3, lambda_ce=2.0, weight=to_device(W3, device), include_background=False)
     ce = F.cross_entropy(x, t, weight=to_device(W3, device)).item()
     dice = F.soft_dice_loss(F.softmax(x), t, include_background=False, ignore_index=-100).item()
@@ -223,7 +215,7 @@ def test_dice_ce_loss_is_the_weighted_sum(device):
 
 def test_dice_ce_loss_matches_torch_autograd():
     torch_ = torch()
-    x, t = rand(2, 3, 4, 4), labels((2, 4, 4))
+    x, t = rand(2, 3, 4, 4), rand_labels((2, 4, 4))
     F.dice_ce_loss(x, t, lambda_dice=0.5).backward()
     tx = to_torch(x, True)
     p = torch_.softmax(tx, 1)

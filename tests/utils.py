@@ -14,6 +14,15 @@ def rand(*shape, device="cpu", dtype=np.float64, seed=0, requires_grad=True, low
     return Tensor(to_device(a.astype(dtype), device), requires_grad=requires_grad)
 
 
+def rand_labels(shape, C=3, device="cpu", seed=0, ignore=None):
+    """Random integer labels in [0, C) of ``shape`` on ``device``; with ``ignore``, ~30% of them set to it."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, C, shape)
+    if ignore is not None:
+        t[rng.random(shape) < 0.3] = ignore
+    return to_device(t, device)
+
+
 def rel_error(a, b):
     """max|a - b| / max(max|a|, max|b|): the normwise relative error of two arrays or Tensors."""
     a = to_numpy(getattr(a, "data", a)).astype(np.float64)
