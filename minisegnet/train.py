@@ -49,7 +49,8 @@ HELP = {
     "n_train": "training images to generate (shapes, digits)",
     "n_val": "held-out validation images to generate (shapes, digits)",
     "size": "image side in pixels",
-    "augment": "random flips and 90-degree turns, the same for image and mask",
+    "augment": "random flips and 90-degree turns, the same for image and mask (off by default: shapes stand "
+    "upright, and fresh images teach more than turned repeats)",
     "seed": "seeds the data, the initial weights, the data order and the augmentations",
     "device": 'cpu | gpu (needs CuPy: pip install -e ".[gpu]")',
     "out": "folder that holds the run folders",
@@ -74,12 +75,12 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float = 3e-3
     weight_decay: float = 0.0
-    epochs: int = 40
+    epochs: int = 5
     batch_size: int = 8
-    n_train: int = 512
+    n_train: int = 4096
     n_val: int = 64
     size: int = 32
-    augment: bool = True
+    augment: bool = False
     seed: int = 0
     device: str = "cpu"
     out: str = "runs"
