@@ -40,7 +40,7 @@ RUNS = [
     ("digits", "FCN-32s, CE+Dice", {"model": "fcn32s"}),
     ("nuclei", "U-Net, CE+Dice", {}),
 ]
-BASE = {"size": 32, "epochs": 40, "n_train": 512, "n_val": 64, "batch_size": 8}
+BASE = {"size": 32, "epochs": 40, "n_train": 512, "n_val": 64, "batch_size": 8, "augment": True}
 
 
 def train_one(data, label, changes, out, quick):
