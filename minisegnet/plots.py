@@ -47,13 +47,17 @@ def plot_predictions(model, dataset, path, device="cpu", n=6):
     images = np.stack([dataset[i][0] for i in range(n)])
     truths = np.stack([dataset[i][1] for i in range(n)])
     preds = predict_masks(model, images, device)
+    # Labels outside the classes (255 = "ignore" in your own folders) are drawn white.
+    C = dataset.num_classes
+    palette = np.vstack([np.asarray(dataset.palette, dtype=np.uint8), [[255, 255, 255]]])
+    truths = np.where((truths >= 0) & (truths < C), truths, C)
     fig = Figure(figsize=(7, 2.2 * n + 0.6))
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         panels = [
             images[i].transpose(1, 2, 0),
-            colorize(truths[i], dataset.palette),
-            colorize(preds[i], dataset.palette),
+            colorize(truths[i], palette),
+            colorize(preds[i], palette),
         ]
         for ax, panel, title in zip(axes[i], panels, ["image", "truth", "prediction"]):
             ax.imshow(panel, interpolation="nearest")

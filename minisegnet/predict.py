@@ -14,7 +14,7 @@ from PIL import Image
 from .data import colorize
 from .data.folder import IMAGE_SUFFIXES, load_image
 from .plots import predict_masks
-from .train import evaluate_model, load_datasets, load_model
+from .train import evaluate_model, ignore_index_of, load_datasets, load_model
 
 
 def _multiple(cfg):
@@ -93,7 +93,7 @@ def evaluate_checkpoint(checkpoint, data=None, device="cpu", json_path=None):
         cfg.data = data
     model.to(device)
     _, val_ds = load_datasets(cfg)
-    result = evaluate_model(model, val_ds, device=device)
+    result = evaluate_model(model, val_ds, device=device, ignore_index=ignore_index_of(cfg))
     print(f"{checkpoint} on {cfg.data} ({len(val_ds)} validation images)")
     print(format_metrics_table(result, val_ds.class_names))
     json_path = Path(json_path) if json_path else Path(checkpoint).with_suffix(".eval.json")

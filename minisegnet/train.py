@@ -25,6 +25,7 @@ from . import data, io, metrics, models, optim
 from . import ops as F
 from .backend import check_device, get_array_module, to_device, to_numpy
 from .data.augment import Compose, flip, rot90
+from .data.folder import IGNORE_INDEX
 from .data.loader import DataLoader
 from .nn import manual_seed
 from .tensor import no_grad
@@ -135,6 +136,11 @@ def _folder_split(cfg):
     )
 
 
+def ignore_index_of(cfg):
+    """255 for your own folders (VOC's "ignore this pixel" label), None for the built-in data sets."""
+    return IGNORE_INDEX if Path(cfg.data).is_dir() else None
+
+
 def build_model(cfg, in_channels, num_classes):
     """The network a config names, initialised from ``cfg.seed``."""
     manual_seed(cfg.seed)
@@ -151,14 +157,14 @@ def make_loss(cfg, train_masks, num_classes, device):
     """``loss(logits, masks)`` for the configured mix of cross-entropy and soft Dice."""
     if cfg.loss not in ("ce", "dice", "ce+dice"):
         raise ValueError(f"unknown loss {cfg.loss!r}: expected ce, dice or ce+dice")
+    ignore = ignore_index_of(cfg)
     weight = None
     if cfg.class_weights == "balanced":
-        counts = np.bincount(train_masks.reshape(-1), minlength=num_classes).astype(np.float64)
+        labels = train_masks[train_masks != ignore] if ignore is not None else train_masks.reshape(-1)
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
         weight = to_device((counts.sum() / (num_classes * np.maximum(counts, 1))).astype(np.float32), device)
     elif cfg.class_weights != "none":
         raise ValueError(f"unknown class_weights {cfg.class_weights!r}: expected none or balanced")
-
-    folder = Path(cfg.data).is_dir()  # folder masks use 255 for "ignore this pixel" (VOC's convention)
 
     def loss(logits, masks):
         total = 0.0
@@ -166,10 +172,10 @@ def make_loss(cfg, train_masks, num_classes, device):
             pixel_weight = None
             if cfg.border_weights:
                 pixel_weight = to_device(F.unet_weight_map(to_numpy(masks), class_weights=None), device)
-            ignore = 255 if folder else -100
-            total = F.cross_entropy(logits, masks, weight=weight, ignore_index=ignore, pixel_weight=pixel_weight)
+            ce_ignore = -100 if ignore is None else ignore  # -100: torch's "nothing ignored"
+            total = F.cross_entropy(logits, masks, weight=weight, ignore_index=ce_ignore, pixel_weight=pixel_weight)
         if cfg.loss in ("dice", "ce+dice"):
-            total = total + F.soft_dice_loss(F.softmax(logits, axis=1), masks, ignore_index=255 if folder else None)
+            total = total + F.soft_dice_loss(F.softmax(logits, axis=1), masks, ignore_index=ignore)
         return total
 
     return loss
@@ -186,10 +192,10 @@ def make_optimizer(cfg, model):
 
 
 @no_grad()
-def evaluate_model(model, dataset, batch_size=32, device="cpu"):
+def evaluate_model(model, dataset, batch_size=32, device="cpu", ignore_index=None):
     """Validation metrics (``SegmentationMeter.compute()``) of ``model`` on ``dataset``, in eval mode."""
     model.eval()
-    meter = metrics.SegmentationMeter(dataset.num_classes, class_names=dataset.class_names)
+    meter = metrics.SegmentationMeter(dataset.num_classes, ignore_index, class_names=dataset.class_names)
     for images, masks in DataLoader(dataset, batch_size=batch_size):
         meter.update(model(to_device(images, device)).data, to_device(masks, device))
     model.train()
@@ -237,7 +243,7 @@ def train(cfg, resume=False, progress=True, on_epoch_end=None):
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         loader.set_epoch(epoch)
-        meter = metrics.SegmentationMeter(train_ds.num_classes)
+        meter = metrics.SegmentationMeter(train_ds.num_classes, ignore_index_of(cfg))
         losses = []
         with tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False) as batches:
             for i, (images, masks) in enumerate(batches):
@@ -260,7 +266,7 @@ def train(cfg, resume=False, progress=True, on_epoch_end=None):
                 if i % 10 == 9 or i == len(loader) - 1:
                     batches.set_postfix(loss=f"{float(loss.data):.4f}", miou=f"{meter.compute()['miou']:.3f}")
         schedule.step()
-        val = evaluate_model(model, val_ds, device=device)
+        val = evaluate_model(model, val_ds, device=device, ignore_index=ignore_index_of(cfg))
         elapsed += time.perf_counter() - t0
         record = {
             "epoch": epoch + 1,
@@ -298,7 +304,7 @@ def train(cfg, resume=False, progress=True, on_epoch_end=None):
         if on_epoch_end is not None:
             on_epoch_end(epoch, record)
 
-    final = evaluate_model(model, val_ds, device=device)
+    final = evaluate_model(model, val_ds, device=device, ignore_index=ignore_index_of(cfg))
     summary = {
         "config": dataclasses.asdict(cfg),
         "history": history,

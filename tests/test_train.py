@@ -105,3 +105,21 @@ def test_each_loss_option_is_what_it_says(loss):
     ce = F.cross_entropy(logits, masks).item()
     dice = F.soft_dice_loss(F.softmax(logits, axis=1), masks).item()
     assert got == pytest.approx({"ce": ce, "dice": dice, "ce+dice": ce + dice}[loss], rel=1e-12)
+
+
+def test_training_on_a_folder_ignores_the_255_label(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("images", "masks"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    for i in range(12):  # 10 to train on (one batch of 8), 2 held out
+        mask = rng.integers(0, 3, (32, 32)).astype(np.uint8)
+        mask[:2] = 255  # a border to ignore, as VOC masks have
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / "images" / f"{i}.png"
+        )
+        Image.fromarray(mask).save(tmp_path / "data" / "masks" / f"{i}.png")
+    cfg = quick(tmp_path / "runs", name="folder", data=str(tmp_path / "data"), class_weights="balanced")
+    summary = train.train(cfg, progress=False)
+    assert np.isfinite(summary["history"][-1]["train_loss"]) and 0 <= summary["final"]["miou"] <= 1
