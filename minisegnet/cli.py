@@ -80,7 +80,8 @@ def cmd_gradcheck(args):
     return 1 if any(not r.ok for r in rows) else 0
 
 
-def cmd_bench(args, extra):
+def cmd_bench(extra):
+    """Hand the options after `bench` to benchmarks/run_all.py, which parses its own."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     if not (folder / "run_all.py").exists():
         raise SystemExit(
@@ -130,7 +131,6 @@ def build_parser():
     p = sub.add_parser(
         "bench", help="CPU against GPU (and PyTorch) benchmarks; see benchmarks/README.md", add_help=False
     )
-    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -138,7 +138,7 @@ def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # the benchmark runner parses its own options
-        return build_parser().parse_args(["bench"]).func(None, argv[1:])
+        return cmd_bench(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
