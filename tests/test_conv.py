@@ -19,7 +19,14 @@ import minisegnet.ops.im2col as im2col_module
 from minisegnet import Tensor
 from minisegnet.backend import to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
-from minisegnet.ops.im2col import col2im, conv_out_size, conv_transpose_out_size, im2col
+from minisegnet.ops.im2col import (
+    col2im,
+    conv_out_size,
+    conv_transpose_out_size,
+    im2col,
+    shifted_col2im,
+    shifted_im2col,
+)
 
 import naive
 from utils import rand, rel_error
@@ -263,6 +270,27 @@ def test_im2col_layouts_and_shortcuts(device):
         generic = to_numpy(col2im(c, (2, 3, 7, 8), 2, 2, batch_first=batch_first))
         tiled = to_numpy(col2im(c, (2, 3, 6, 8), 2, 2, batch_first=batch_first))
         assert np.array_equal(tiled, generic[:, :, :6]) and not generic[:, :, 6].any()
+
+
+def test_shifted_im2col_is_im2col_in_whole_padded_rows(device):
+    # Stride 1: the same columns as im2col(batch_first=False) once the WP - OW junk values of each
+    # output row are dropped, and shifted_col2im is its adjoint (junk places of the input zero).
+    for K, P, D, windows in [(3, 1, 1, None), ((3, 2), (2, 1), (1, 2), None), ((2, 3), 0, 1, (4, 3)), (5, 2, 1, None)]:
+        x = rand(2, 3, 7, 8, device=device, requires_grad=False).data
+        OH, OW = windows or conv_out_size((7, 8), K, 1, P, D)
+        WP = 8 + 2 * pair(P)[1]
+        col = to_numpy(shifted_im2col(x, K, P, D, windows)).reshape(-1, 2, OH, WP)
+        ref = to_numpy(im2col(x, K, 1, P, D, windows, batch_first=False)).reshape(-1, 2, OH, OW)
+        np.testing.assert_array_equal(col[..., :OW], ref)
+        c = np.zeros(col.shape)
+        c[..., :OW] = np.random.default_rng(1).standard_normal(ref.shape)
+        gx = to_numpy(shifted_col2im(to_device(c.reshape(col.shape[0], -1), device), x.shape, K, P, D, windows))
+        np.testing.assert_allclose(
+            gx,
+            to_numpy(col2im(c[..., :OW].reshape(ref.shape[0], -1), x.shape, K, 1, P, D, windows, batch_first=False)),
+            rtol=1e-12,
+            atol=1e-12,
+        )
 
 
 def test_im2col_matches_torch_unfold():

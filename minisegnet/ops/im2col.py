@@ -187,6 +187,75 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=N
     return out
 
 
+def shifted_im2col(x, kernel_size, padding=0, dilation=1, windows=None, out=None):
+    """Stride-1 columns in whole padded rows: x (N, C, H, W) -> col (C*KH*KW, N*OH*WP), WP = W + 2*PW.
+
+    With stride 1, kernel offset (i, j) sees the padded image shifted by i*DH rows and j*DW
+    columns. Read row by row, a shift of a flat image is one contiguous run, so each column row
+    is N contiguous copies instead of N*C*OH short strided ones:
+
+        col[c, i, j, n, oh*WP + q] = xpad_flat[c, n, (oh + i*DH)*WP + j*DW + q],  q < WP
+
+    Only the first OW of every WP values per output row are real windows; the other WP - OW
+    straddle the edge into the next row (junk, zero-padded at the very end) and callers drop
+    them. ``windows`` = (OH, OW) as in ``im2col``. ``out`` is an optional array of col's shape.
+    Same column rows (c, i, j) as ``im2col(batch_first=False)``; conv.py uses this form for stride 1.
+    """
+    (KH, KW), _, (PH, PW), (DH, DW) = _conv_args(kernel_size, 1, padding, dilation)
+    N, C, H, W = x.shape
+    OH, OW = windows or conv_out_size((H, W), (KH, KW), 1, (PH, PW), (DH, DW))
+    flat, xpad = _flat_padded(x, C, N, H, W, PH, PW, KW, DW)
+    xpad[:, :, PH : PH + H, PW : PW + W] = x.transpose(1, 0, 2, 3)
+    WP = W + 2 * PW
+    L = OH * WP
+    col = get_array_module(x).empty((C * KH * KW, N * L), x.dtype) if out is None else out
+    col5 = col.reshape(C, KH, KW, N, L)
+    for i in range(KH):
+        for j in range(KW):
+            col5[:, i, j] = flat[:, :, i * DH * WP + j * DW :][:, :, :L]
+    return col
+
+
+def shifted_col2im(col, x_shape, kernel_size, padding=0, dilation=1, windows=None, out=None):
+    """The adjoint of ``shifted_im2col``: col (C*KH*KW, N*OH*WP) -> gx (N, C, H, W).
+
+    The junk entries of col (the last WP - OW of each row of WP) must be zero: they land on real
+    pixels. conv.py guarantees that by zeroing them in the output gradient before the product.
+    """
+    (KH, KW), _, (PH, PW), (DH, DW) = _conv_args(kernel_size, 1, padding, dilation)
+    N, C, H, W = x_shape
+    OH, OW = windows or conv_out_size((H, W), (KH, KW), 1, (PH, PW), (DH, DW))
+    flat, gpad = _flat_padded(col, C, N, H, W, PH, PW, KW, DW, zero=False)
+    WP = W + 2 * PW
+    L = OH * WP
+    col5 = col.reshape(C, KH, KW, N, L)
+    flat[:, :, :L] = col5[:, 0, 0]  # offset (0, 0) covers the first L values: copy instead of zero + add
+    flat[:, :, L:] = 0
+    for i in range(KH):
+        for j in range(KW):
+            if i or j:
+                flat[:, :, i * DH * WP + j * DW :][:, :, :L] += col5[:, i, j]
+    gx = gpad[:, :, PH : PH + H, PW : PW + W].transpose(1, 0, 2, 3)
+    if out is None:
+        return get_array_module(col).ascontiguousarray(gx)
+    out[...] = gx
+    return out
+
+
+def _flat_padded(like, C, N, H, W, PH, PW, KW, DW, zero=True):
+    # A scratch buffer flat (C, N, HP*WP + slack) and its padded-image view (C, N, HP, WP), with
+    # the border and the slack zeroed (nothing zeroed with zero=False). The slack of (KW - 1)*DW
+    # values lets the last shifted run read past the final row.
+    HP, WP = H + 2 * PH, W + 2 * PW
+    flat = scratch(like, "pad", (C, N, HP * WP + (KW - 1) * DW))
+    padded = flat[:, :, : HP * WP].reshape(C, N, HP, WP)
+    if zero:
+        for border in (np.s_[:, :, :PH], np.s_[:, :, PH + H :], np.s_[..., :PW], np.s_[..., PW + W :]):
+            padded[border] = 0
+        flat[:, :, HP * WP :] = 0
+    return flat, padded
+
+
 def batch_chunks(N, bytes_per_image, xp=np):
     """[(n0, n1), ...] covering range(N) in chunks of about ``CHUNK_BYTES`` (at least one image each).
 
