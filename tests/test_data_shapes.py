@@ -77,6 +77,26 @@ def test_multilabel_channels_agree_with_multiclass_mask(ds):
     assert (covered > 1).any(), "some shapes overlap, and multi-label keeps both"
 
 
+def test_max_hidden_bounds_how_much_of_a_shape_later_shapes_cover():
+    # max_hidden=0: no shape may cover any visible pixel of another, so no pixel is in two shapes.
+    apart = shapes(64, size=32, seed=4, multilabel=True, max_hidden=0)
+    assert apart.masks.sum(axis=1).max() == 1
+
+    # Each later shape hides at most max_hidden of what is visible, so with 3 shapes at least
+    # (1 - max_hidden)**2 of every shape shows; max_hidden=1 (any overlap) hides some far more.
+    def least_visible(max_hidden):
+        full = shapes(256, size=32, seed=4, multilabel=True, max_hidden=max_hidden).masks
+        shown = shapes(256, size=32, seed=4, max_hidden=max_hidden).masks
+        return min(
+            (shown[n] == k + 1).sum() / full[n, k].sum() for n in range(256) for k in range(5) if full[n, k].any()
+        )
+
+    assert least_visible(1 / 3) >= 4 / 9 - 1e-9
+    assert least_visible(1.0) < 0.2
+    with pytest.raises(ValueError, match="max_hidden"):
+        shapes(2, size=32, max_hidden=1.5)
+
+
 def test_other_sizes_and_bad_arguments():
     small = shapes(4, size=32, seed=0)
     assert small.images.shape == (4, 3, 32, 32)
