@@ -218,4 +218,35 @@ class CosineLR(LRScheduler):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
 
 
+class WarmupCosineLR(CosineLR):
+    """A linear warm-up to base_lr over the first ``warmup`` steps, then ``CosineLR``'s decay to eta_min at T_max.
+
+    With t the number of steps taken: lr = base_lr * (t + 1) / warmup while t < warmup, then
+    lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * (t - warmup) / (T_max - warmup))) / 2, held at
+    eta_min after T_max. Call ``step()`` after every optimiser step (T_max counts steps, not epochs).
+    The warm-up lets Adam's moment estimates settle before the full rate is applied.
+
+        >>> from minisegnet import Tensor
+        >>> opt = SGD([Tensor(np.zeros(1), requires_grad=True)], lr=0.1)
+        >>> s = WarmupCosineLR(opt, warmup=2, T_max=4)
+        >>> [round(s.lr_at(t), 3) for t in range(6)]
+        [0.05, 0.1, 0.1, 0.05, 0.0, 0.0]
+    """
+
+    def __init__(self, optimizer, warmup, T_max, eta_min=0.0):
+        if not 0 <= warmup < T_max:
+            raise ValueError(f"warmup must be >= 0 and smaller than T_max={T_max}, got {warmup}")
+        super().__init__(optimizer, T_max, eta_min)
+        self.warmup = warmup
+        self.optimizer.lr = self.lr_at(0)  # the first step already runs at the warm-up rate
+
+    def lr_at(self, epoch):
+        if epoch < self.warmup:
+            return self.base_lr * (epoch + 1) / self.warmup
+        t = min(epoch, self.T_max) - self.warmup
+        return (
+            self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / (self.T_max - self.warmup))) / 2
+        )
+
+
 CosineAnnealingLR = CosineLR

@@ -152,6 +152,25 @@ def test_step_and_cosine_schedules_match_torch():
             assert math.isclose(opt.lr, tsched.get_last_lr()[0], rel_tol=1e-9, abs_tol=1e-12)
 
 
+def test_warmup_cosine_matches_torch_linear_then_cosine():
+    # torch's LinearLR warm-up (factor (t + 1) / warmup) followed by CosineAnnealingLR over the rest.
+    T = torch()
+    opt = optim.SGD(make_params("cpu"), lr=0.1)
+    topt = T.optim.SGD([T.zeros(1, requires_grad=True)], lr=0.1)
+    sched = optim.WarmupCosineLR(opt, warmup=3, T_max=10, eta_min=1e-3)
+    sl = T.optim.lr_scheduler
+    tsched = sl.SequentialLR(
+        topt, [sl.LinearLR(topt, 1 / 3, 1.0, total_iters=2), sl.CosineAnnealingLR(topt, 7, 1e-3)], milestones=[3]
+    )
+    for _ in range(10):
+        assert math.isclose(opt.lr, tsched.get_last_lr()[0], rel_tol=1e-9, abs_tol=1e-12)
+        topt.step()
+        sched.step()
+        tsched.step()
+    with pytest.raises(ValueError, match="warmup"):
+        optim.WarmupCosineLR(opt, warmup=10, T_max=10)
+
+
 def test_scheduler_state_round_trip():
     opt = optim.SGD(make_params("cpu"), lr=0.1)
     sched = optim.CosineLR(opt, T_max=8)
