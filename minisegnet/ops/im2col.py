@@ -57,6 +57,10 @@ def free_scratch():
 
 def pair(value, name):
     """``value`` as an (h, w) pair of ints: an int is used for both dimensions."""
+    if type(value) is int:  # the common cases first: the generic checks below cost more than a conv of 8x8 pixels
+        return value, value
+    if type(value) is tuple and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+        return value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value), int(value)
     if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, numbers.Integral) for v in value):
