@@ -91,11 +91,20 @@ def train(cfg, resume=False, progress=True, on_epoch_end=None):
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (tests use it to
     interrupt a run). Raises ``NonFiniteLoss`` naming the step when the loss stops being finite.
     """
+    from threadpoolctl import threadpool_limits
+
+    cfg = cfg.resolved()
+    if int(cfg.threads) != cfg.threads or cfg.threads < 0:
+        raise ValueError(f"threads must be a whole number >= 0 (0: all cores), got {cfg.threads!r}")
+    with threadpool_limits(limits=cfg.threads or None):
+        return _train(cfg, resume, progress, on_epoch_end)
+
+
+def _train(cfg, resume, progress, on_epoch_end):
     from tqdm import tqdm
 
     from .plots import plot_curves, plot_predictions
 
-    cfg = cfg.resolved()
     device = check_device(cfg.device)
     train_ds, val_ds = load_datasets(cfg)
     steps_per_epoch = len(train_ds) // cfg.batch_size

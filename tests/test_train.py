@@ -78,6 +78,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, 
         ("loss", "focal", "'focal'"),
         ("data", "imagenet", "'imagenet'"),
         ("optimizer", "lion", "'lion'"),
+        ("threads", -1, "threads must be"),
     ],
 )
 def test_bad_config_values_are_named(tmp_path, field, value, message):
