@@ -108,8 +108,8 @@ def main(argv=None):
         f"# Models and losses compared\n\nMeasured {time.strftime('%Y-%m-%d')} on {machine()}. Each run: "
         f"`minisegnet.train` with the defaults of `minisegnet train` and {json.dumps(BASE)}: 8 epochs of "
         f"4,096 fresh images, batch 8, Adam 5e-3 with warm-up and cosine decay (nuclei: the shipped image's "
-        f"32x32 patches, 40 epochs with flips and turns), seed 0; validation images are held out. Wall time of the whole table: "
-        f"{(time.time() - start) / 60:.0f} min.\n\n{to_markdown(rows)}\n"
+        f"32x32 patches, 40 epochs with flips and turns), seed 0; validation images are held out. "
+        f"Wall time of the whole table: {(time.time() - start) / 60:.0f} min.\n\n{to_markdown(rows)}\n"
     )
     if not args.quick:
         Path(args.out).write_text(text)
