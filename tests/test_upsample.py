@@ -158,3 +158,12 @@ def test_bed_of_nails_bad_arguments_raise(device):
         F.bed_of_nails(rand(1, 1, 2, 2, device=device), 2.5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         F.bed_of_nails(rand(2, 2, device=device), 2)
+
+
+def test_interpolation_matrices_are_built_once_per_size_dtype_and_device(device):
+    x = rand(2, 3, 5, 7, device=device)
+    first = F.upsample(x, 2, mode="bilinear")
+    second = F.upsample(rand(2, 3, 5, 7, device=device, seed=1), 2, mode="bilinear")
+    assert second.creator.AH is first.creator.AH and second.creator.AWt is first.creator.AWt  # on the device already
+    other = F.upsample(rand(2, 3, 5, 7, device=device, dtype=np.float32), 2, mode="bilinear")
+    assert other.creator.AH.dtype == np.float32 and other.creator.AH is not first.creator.AH

@@ -131,21 +131,35 @@ class Interpolate2d(Function):
     stacked ``@`` with a transposed view (``x @ A.T``) can fall off BLAS and run 10x slower.
     """
 
-    def __init__(self, AH, AW):
-        self.AH, self.AW = AH, AW
+    def __init__(self, build, key):
+        self.build, self.key = build, key  # build() -> (AH, AW) as float64 NumPy arrays
 
     def forward(self, x):
-        xp = get_array_module(x)
-        AH, AW = (xp.asarray(A, dtype=x.dtype) for A in (self.AH, self.AW))
-        self.AH, self.AHt, self.AW, self.AWt = AH, xp.ascontiguousarray(AH.T), AW, xp.ascontiguousarray(AW.T)
+        self.AH, self.AHt, self.AW, self.AWt = _device_matrices(x, self.build, self.key)
         N, C, H, W = self.x_shape = x.shape
-        OH, OW = AH.shape[0], AW.shape[0]
-        return ((AH @ x).reshape(N * C * OH, W) @ self.AWt).reshape(N, C, OH, OW)
+        OH, OW = self.AH.shape[0], self.AW.shape[0]
+        return ((self.AH @ x).reshape(N * C * OH, W) @ self.AWt).reshape(N, C, OH, OW)
 
     def backward(self, gy):
         N, C, OH, OW = gy.shape
         W = self.x_shape[3]
         return self.AHt @ (gy.reshape(N * C * OH, OW) @ self.AW).reshape(N, C, OH, W)
+
+
+_cache = {}
+
+
+def _device_matrices(x, build, key):
+    # (AH, AH.T, AW, AW.T) as contiguous arrays in x's dtype on x's device, built once per size, mode,
+    # dtype and device: on a GPU this saves four host-to-device copies on every call.
+    full = key + (x.dtype.str, str(getattr(x, "device", "cpu")))
+    if full not in _cache:
+        xp = get_array_module(x)
+        if len(_cache) > 64:  # a bounded cache: a few sizes per network, not every size ever seen
+            _cache.clear()
+        AH, AW = (xp.asarray(A, dtype=x.dtype) for A in build())
+        _cache[full] = AH, xp.ascontiguousarray(AH.T), AW, xp.ascontiguousarray(AW.T)
+    return _cache[full]
 
 
 _MODES = ("nearest", "bilinear")
@@ -180,7 +194,12 @@ def upsample(x, scale_factor=None, mode="nearest", align_corners=False, size=Non
         # An integer factor: PyTorch's floor(dst / factor) is exactly a repeat (checked against torch in the tests).
         return NearestRepeat((OH // H, OW // W))(x)
     if mode == "nearest":
-        AH, AW = _nearest_matrix(H, OH, SH), _nearest_matrix(W, OW, SW)
+
+        def build():
+            return _nearest_matrix(H, OH, SH), _nearest_matrix(W, OW, SW)
     else:
-        AH, AW = _linear_matrix(H, OH, SH, align_corners), _linear_matrix(W, OW, SW, align_corners)
-    return Interpolate2d(AH, AW)(x)
+
+        def build():
+            return _linear_matrix(H, OH, SH, align_corners), _linear_matrix(W, OW, SW, align_corners)
+
+    return Interpolate2d(build, (mode, align_corners, H, W, OH, OW, SH, SW))(x)
