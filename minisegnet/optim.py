@@ -1,4 +1,4 @@
-"""Optimisers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineLR).
+"""Optimisers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineLR, WarmupCosineLR).
 
 Each ``step()`` changes ``p.data`` in place with plain array arithmetic, so it builds no graph and runs on
 NumPy or CuPy alike. The update rules are PyTorch's (dampening 0), step for step, so the same gradients give
