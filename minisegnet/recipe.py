@@ -30,7 +30,7 @@ HELP = {
     "up": "U-Net upsampling: transpose | bilinear | unpool",
     "base_channels": "channels of the first level (doubled at each level below)",
     "depth": "U-Net levels below the first (sides must divide by 2**depth)",
-    "loss": "ce | dice | ce+dice",
+    "loss": "ce | dice | ce+dice (soft Dice over the whole batch, one per class, averaged over classes)",
     "class_weights": "none | balanced (inverse class frequency in the training masks)",
     "border_weights": "multiply cross-entropy by the U-Net paper's border weight map",
     "optimizer": "adam | sgd (momentum 0.9)",
@@ -185,7 +185,10 @@ def make_loss(cfg, train_masks, num_classes, device):
             ce_ignore = -100 if ignore is None else ignore  # -100: torch's "nothing ignored"
             total = F.cross_entropy(logits, masks, weight=weight, ignore_index=ce_ignore, pixel_weight=pixel_weight)
         if cfg.loss in ("dice", "ce+dice"):
-            total = total + F.soft_dice_loss(F.softmax(logits, axis=1), masks, ignore_index=ignore)
+            # Batch Dice: one Dice per class over the whole batch. Per image, a class the image lacks scores a
+            # perfect 1 for predicting nothing, and a Dice-only run can settle on "all background" (measured).
+            dice = F.soft_dice_loss(F.softmax(logits, axis=1), masks, reduce_batch=True, ignore_index=ignore)
+            total = total + dice
         return total
 
     return loss
