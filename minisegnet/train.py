@@ -131,13 +131,14 @@ def _train(cfg, resume, progress, on_epoch_end):
     # (NumPy lets go of the interpreter lock inside its array operations, so the two overlap).
     fresh = cfg.fresh_data and cfg.data in SYNTHETIC
     prefetch = ThreadPoolExecutor(max_workers=1)
-    upcoming = prefetch.submit(epoch_data, cfg, start_epoch) if fresh else None
+    # load_datasets drew epoch 0's images already; a resumed run draws those of its first epoch.
+    upcoming = prefetch.submit(epoch_data, cfg, start_epoch) if fresh and start_epoch > 0 else None
     step = start_epoch * steps_per_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             if fresh:
-                train_ds = upcoming.result()
+                train_ds = train_ds if upcoming is None else upcoming.result()
                 if epoch + 1 < cfg.epochs:
                     upcoming = prefetch.submit(epoch_data, cfg, epoch + 1)
             loader = DataLoader(
