@@ -274,3 +274,22 @@ def test_tiny_unet_overfits_one_batch(device):
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses
     assert (to_numpy(logits.data).argmax(1) == target).mean() > 0.98  # batch statistics, as trained
+
+
+def test_he_init_draws_conv_weights_with_variance_2_over_fan_out():
+    from minisegnet import layers, models
+    from minisegnet.nn import manual_seed
+
+    manual_seed(0)
+    model = models.he_init(UNet(3, 6, base_channels=8, depth=2))
+    convs = [m for m in model.modules() if isinstance(m, (layers.Conv2d, layers.ConvTranspose2d))]
+    assert any(isinstance(m, layers.ConvTranspose2d) for m in convs)
+    for m in convs:
+        w = m.weight.data
+        OC = w.shape[0] if isinstance(m, layers.Conv2d) else w.shape[1]
+        if w.size >= 1000:  # enough draws for the sample variance to be close
+            assert abs(w.var() / (2.0 / (OC * w.shape[2] * w.shape[3])) - 1) < 0.15
+        assert m.bias is None or not m.bias.data.any()
+    manual_seed(0)
+    again = models.he_init(UNet(3, 6, base_channels=8, depth=2))
+    np.testing.assert_array_equal(again.head.weight.data, model.head.weight.data)  # seeded by manual_seed
