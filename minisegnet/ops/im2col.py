@@ -138,9 +138,7 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_
     if (KH, KW, SH, SW, PH, PW, OH, OW) == (1, 1, 1, 1, 0, 0, H, W) and (batch_first or N == 1):
         return x.reshape(N, C, H * W) if batch_first else x.reshape(C, H * W)
     if PH or PW:
-        xpad = scratch(x, "pad", (N, C, H + 2 * PH, W + 2 * PW))
-        for border in (np.s_[:, :, :PH], np.s_[:, :, PH + H :], np.s_[..., :PW], np.s_[..., PW + W :]):
-            xpad[border] = 0  # the buffer is reused: only its border needs zeros, the inside is overwritten
+        xpad = _zero_border(scratch(x, "pad", (N, C, H + 2 * PH, W + 2 * PW)), H, W, PH, PW)
         xpad[:, :, PH : PH + H, PW : PW + W] = x
     else:
         xpad = x
@@ -254,10 +252,17 @@ def _flat_padded(like, C, N, H, W, PH, PW, KW, DW, zero=True):
     flat = scratch(like, "pad", (C, N, HP * WP + (KW - 1) * DW))
     padded = flat[:, :, : HP * WP].reshape(C, N, HP, WP)
     if zero:
-        for border in (np.s_[:, :, :PH], np.s_[:, :, PH + H :], np.s_[..., :PW], np.s_[..., PW + W :]):
-            padded[border] = 0
+        _zero_border(padded, H, W, PH, PW)
         flat[:, :, HP * WP :] = 0
     return flat, padded
+
+
+def _zero_border(padded, H, W, PH, PW):
+    # Zero the PH rows and PW columns around the H x W inside of a reused padded buffer (..., HP, WP):
+    # the inside is about to be overwritten, so only the border needs zeros. Returns the buffer.
+    for border in (np.s_[..., :PH, :], np.s_[..., PH + H :, :], np.s_[..., :PW], np.s_[..., PW + W :]):
+        padded[border] = 0
+    return padded
 
 
 def batch_chunks(N, bytes_per_image, xp=np):
