@@ -27,7 +27,6 @@ from .data.loader import DataLoader
 from .recipe import (  # noqa: F401  (re-exported: train.TrainConfig etc. are the documented names)
     HELP,
     SYNTHETIC,
-    WARMUP_STEPS,
     TrainConfig,
     build_model,
     epoch_data,
@@ -130,6 +129,7 @@ def _train(cfg, resume, progress, on_epoch_end):
     # Fresh training images for epoch e + 1 are drawn on a second thread while epoch e trains
     # (NumPy lets go of the interpreter lock inside its array operations, so the two overlap).
     fresh = cfg.fresh_data and cfg.data in SYNTHETIC
+    ignore = ignore_index_of(cfg)  # 255 for your own folders: one answer for the meters and the evaluation
     prefetch = ThreadPoolExecutor(max_workers=1)
     # load_datasets drew epoch 0's images already; a resumed run draws those of its first epoch.
     upcoming = prefetch.submit(epoch_data, cfg, start_epoch) if fresh and start_epoch > 0 else None
@@ -145,11 +145,11 @@ def _train(cfg, resume, progress, on_epoch_end):
                 train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True, augment=augment
             )
             loader.set_epoch(epoch)
-            meter = metrics.SegmentationMeter(train_ds.num_classes, ignore_index_of(cfg))
+            meter = metrics.SegmentationMeter(train_ds.num_classes, ignore)
             with tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False) as batches:
                 kept = last if last.exists() else None
                 losses, step = train_epoch(model, batches, loss_fn, opt, schedule, meter, step, device, kept)
-            val = evaluate_model(model, val_ds, device=device, ignore_index=ignore_index_of(cfg))
+            val = evaluate_model(model, val_ds, device=device, ignore_index=ignore)
             elapsed += time.perf_counter() - t0
             record = {
                 "epoch": epoch + 1,
@@ -189,7 +189,7 @@ def _train(cfg, resume, progress, on_epoch_end):
     finally:
         prefetch.shutdown(cancel_futures=True)
 
-    final = evaluate_model(model, val_ds, device=device, ignore_index=ignore_index_of(cfg))
+    final = evaluate_model(model, val_ds, device=device, ignore_index=ignore)
     summary = {
         "config": dataclasses.asdict(cfg),
         "history": history,
