@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import minisegnet.ops as F  # noqa: E402
 from minisegnet import Tensor  # noqa: E402
-from minisegnet.ops.im2col import free_scratch  # noqa: E402
+from minisegnet.backend import set_num_threads  # noqa: E402
+from minisegnet.ops.workspace import free_scratch  # noqa: E402
 
 # (op, N, C, OC, H): 3x3 stride-1 padding-1 convolutions, then 2x2 stride-2 transposed convolutions.
 SHAPES = [
@@ -140,22 +141,25 @@ def make_case(op, N, C, OC, H, seed=0, threads=2):
     return cases
 
 
-def time_interleaved(cases, repeats, warmup=2, clock=time.perf_counter, block=0.3, settle=0.1):
+def time_interleaved(cases, repeats, warmup=2, clock=time.perf_counter, block=0.3, settle=0.1, setups=None):
     """{name: median seconds per call}: every repeat runs each case for one block, in an order that rotates.
 
+    ``setups`` = {name: function} run before each of that case's blocks (its thread settings).
     A block calls one case back to back for ``block`` seconds (at least 3 calls) and keeps only the
     calls that start after the first ``settle`` seconds. Measured on this 2-core machine: after
     PyTorch returns, its idle OpenMP threads keep spinning for a while (and OpenBLAS's do the same
     after NumPy), so a call that directly follows the other library's ran up to 2x slower, for
     both libraries. Alternating single calls, as this benchmark did first, timed that interference.
     """
-    names = list(cases)
+    names, setups = list(cases), setups or {}
     for _ in range(warmup):
         for name in names:
+            setups.get(name, lambda: None)()
             cases[name]()
     times = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            setups.get(name, lambda: None)()
             start, kept, calls = time.perf_counter(), [], 0
             while calls < 3 or time.perf_counter() - start < block:
                 t0, c0 = time.perf_counter(), clock()
@@ -175,8 +179,9 @@ def _proc_status(key):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
 
 
-def _memory_child(name):
-    fn = make_case(*MEMORY_SHAPE)[name]
+def _memory_child(name, threads):
+    set_num_threads(threads)
+    fn = make_case(*MEMORY_SHAPE, threads=threads)[name]
     fn()  # warm-up: lazy initialisation is not part of the peak
     free_scratch()  # but minisegnet's reused work buffers are: they are allocated again below
     with open("/proc/self/clear_refs", "w") as f:
@@ -194,12 +199,12 @@ def _memory_child(name):
     print(json.dumps({"rss_peak": peak, "tracemalloc_peak": traced}))
 
 
-def measure_memory(names):
+def measure_memory(names, threads=2):
     """{name: {"rss_peak": bytes, "tracemalloc_peak": bytes or None}} on MEMORY_SHAPE."""
     env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")
     out = {}
     for name in names:
-        cmd = [sys.executable, __file__, "--memory-child", name]
+        cmd = [sys.executable, __file__, "--memory-child", name, "--threads", str(threads)]
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
         out[name] = json.loads(result.stdout.strip().splitlines()[-1])
     return out
@@ -222,22 +227,26 @@ def run(quick=False, repeats=None, memory=None, threads=2):
     quick_blocks = {"block": 0.0, "settle": 0.0} if quick else {}
     clock = time.thread_time if threads == 1 else time.perf_counter
     rows = []
-    with threadpoolctl.threadpool_limits(threads):
-        for op, N, C, OC, H in SHAPES:
-            if quick:
-                N, C, OC, H = 1, min(C, 16), min(OC, 16), min(H, 8)
-            cases = make_case(op, N, C, OC, H, threads=threads)
-            times = time_interleaved(cases, repeats, warmup=1 if quick else 2, clock=clock, **quick_blocks)
-            row = {"op": op, "N": N, "C": C, "OC": OC, "H": H, **{f"{k}_s": v for k, v in times.items()}}
-            if "torch" in times:
-                row["ratio"] = times["minisegnet"] / times["torch"]
-                row["textbook_ratio"] = times["textbook"] / times["torch"]
-            rows.append(row)
+    setups = {  # minisegnet: its own threads, each with one BLAS thread; the textbook version: BLAS's threads
+        "minisegnet": lambda: set_num_threads(threads),
+        "textbook": lambda: (set_num_threads(0), threadpoolctl.threadpool_limits(threads)),
+    }
+    for op, N, C, OC, H in SHAPES:
+        if quick:
+            N, C, OC, H = 1, min(C, 16), min(OC, 16), min(H, 8)
+        cases = make_case(op, N, C, OC, H, threads=threads)
+        times = time_interleaved(cases, repeats, warmup=1 if quick else 2, clock=clock, setups=setups, **quick_blocks)
+        row = {"op": op, "N": N, "C": C, "OC": OC, "H": H, **{f"{k}_s": v for k, v in times.items()}}
+        if "torch" in times:
+            row["ratio"] = times["minisegnet"] / times["torch"]
+            row["textbook_ratio"] = times["textbook"] / times["torch"]
+        rows.append(row)
+    set_num_threads(0)
     if memory is None:
         memory = not quick
     if memory:
         names = ["minisegnet", "textbook"] + (["torch"] if "torch_s" in rows[0] else [])
-        rows.append({"op": "memory", "shape": MEMORY_SHAPE, **measure_memory(names)})
+        rows.append({"op": "memory", "shape": MEMORY_SHAPE, **measure_memory(names, threads)})
     return rows
 
 
@@ -316,7 +325,7 @@ def main(argv=None):
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        return _memory_child(args.memory_child)
+        return _memory_child(args.memory_child, args.threads)
     rows = run(quick=args.quick, repeats=args.repeats, memory=False if args.no_memory else None, threads=args.threads)
     print("\n".join(f"{k}: {v}" for k, v in versions().items()), end="\n\n")
     print(markdown(rows))

@@ -8,6 +8,7 @@ The default device comes from the environment variable ``MINISEGNET_DEVICE``
 ("cpu" unless set).
 """
 
+import numbers
 import os
 
 import numpy as np
@@ -113,3 +114,33 @@ def synchronize():
 def scalar(a):
     """A Python float from a 0-d array of either backend (a host sync on the GPU)."""
     return float(to_numpy(a))
+
+
+_num_threads = 0
+_blas_limits = None  # threadpoolctl's record of BLAS's own thread count while minisegnet holds it at one
+
+
+def set_num_threads(n):
+    """CPU threads for minisegnet's convolutions, like ``torch.set_num_threads``.
+
+    ``n`` >= 1: each batch is cut into chunks that n threads (the calling one and n - 1 of
+    minisegnet's) work through at once, and BLAS is held to one thread, everywhere in the
+    process, until ``set_num_threads(0)``. 0 (the default): the calling thread alone, with
+    BLAS's own threads (all cores unless ``OPENBLAS_NUM_THREADS`` or threadpoolctl says otherwise).
+    """
+    global _num_threads, _blas_limits
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"the number of threads must be an int >= 0 (0: leave threads to BLAS), got {n!r}")
+    if n and _blas_limits is None:
+        from threadpoolctl import threadpool_limits
+
+        _blas_limits = threadpool_limits(limits=1, user_api="blas")
+    elif not n and _blas_limits is not None:
+        _blas_limits.restore_original_limits()
+        _blas_limits = None
+    _num_threads = int(n)
+
+
+def get_num_threads():
+    """The number set by ``set_num_threads`` (0: threads left to BLAS)."""
+    return _num_threads

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-import minisegnet.ops.im2col as im2col_module
 from minisegnet import Tensor
 from minisegnet.backend import to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
@@ -303,40 +302,6 @@ def test_im2col_matches_torch_unfold():
         np.testing.assert_allclose(col2im(ref, x.shape, K, S, P, D), fold, rtol=1e-12)
 
 
-def test_scratch_buffers_are_reused_and_never_returned(device):
-    x, W = rand(3, 2, 9, 9, device=device, requires_grad=False), rand(4, 2, 3, 3, device=device, seed=1)
-    im2col_module.free_scratch()
-    y1 = F.conv2d(x, W, None, 1, 1).data
-    buffers = dict(im2col_module._scratch)
-    assert {role for role, _, _ in buffers} >= {"col", "prod", "pad"}
-    y2 = F.conv2d(x, W, None, 1, 1).data
-    assert all(im2col_module._scratch[k] is buf for k, buf in buffers.items())  # the same buffers again
-    if device == "cpu":
-        assert not any(np.shares_memory(y2, buf) for buf in buffers.values())
-    assert rel_error(y1, y2) == 0
-    im2col_module.free_scratch()
-    assert im2col_module._scratch == {} and rel_error(F.conv2d(x, W, None, 1, 1), y1) == 0
-
-
-def test_many_small_batch_chunks_give_the_same_result(device, monkeypatch):
-    x, W, b = rand(5, 3, 7, 6, device=device), rand(4, 3, 3, 3, device=device, seed=1), rand(4, device=device)
-    gy = rand(5, 4, 4, 3, device=device, seed=2, requires_grad=False).data
-    gyt = rand(5, 4, 15, 13, device=device, seed=3, requires_grad=False).data
-    results = []
-    for chunk_bytes in (im2col_module.CHUNK_BYTES, 1):  # 1 byte: one image per chunk
-        monkeypatch.setattr(im2col_module, "CHUNK_BYTES", chunk_bytes)
-        x.grad = W.grad = b.grad = None
-        y = F.conv2d(x, W, b, 2, 1)
-        y.backward(gy)
-        yt = F.conv_transpose2d(x, W.transpose(1, 0, 2, 3), None, 2, 0, 0)
-        yt.backward(gyt)  # accumulates into x.grad and W.grad
-        results.append([to_numpy(a) for a in (y.data, yt.data, x.grad, W.grad, b.grad)])
-    for a, r in zip(results[1], results[0]):
-        assert rel_error(a, r) <= 1e-14
-    monkeypatch.setattr(im2col_module, "CHUNK_BYTES", 2 * 1000)  # two images per chunk, the last one alone
-    assert im2col_module.batch_chunks(5, 1000) == [(0, 2), (2, 4), (4, 5)]
-
-
 # ---- what is and is not differentiated ------------------------------------------------------
 
 
@@ -417,12 +382,3 @@ def test_benchmark_runs_in_quick_mode():
     xt, Wt, bt = draw((2, 3, 4, 4), (3, 2, 2, 2), 2, seed=1)
     ours, gyt = forward_backward(F.conv_transpose2d, "cpu", np.float64, xt, Wt, bt, gy_seed=1, stride=2)
     assert_close(bench.textbook_conv_transpose(xt, Wt, bt, gyt, 2, 0), ours, 1e-12, "textbook conv_transpose")
-
-
-def test_batch_chunks_cover_the_batch_and_keep_one_chunk_on_a_gpu():
-    from minisegnet.ops.im2col import CHUNK_BYTES, batch_chunks
-
-    chunks = batch_chunks(10, CHUNK_BYTES // 3)
-    assert chunks == [(0, 3), (3, 6), (6, 9), (9, 10)]
-    assert batch_chunks(10, CHUNK_BYTES * 2) == [(n, n + 1) for n in range(10)]
-    assert batch_chunks(10, CHUNK_BYTES // 3, xp=object()) == [(0, 10)]  # any array module but NumPy

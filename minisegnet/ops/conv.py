@@ -24,17 +24,8 @@ keeping them would hold KH*KW copies of every layer's input until the backward p
 
 from ..backend import get_array_module
 from ..tensor import Function
-from .im2col import (
-    batch_chunks,
-    col2im,
-    conv_out_size,
-    conv_transpose_out_size,
-    im2col,
-    pair,
-    scratch,
-    shifted_col2im,
-    shifted_im2col,
-)
+from .im2col import col2im, conv_out_size, conv_transpose_out_size, im2col, pair, shifted_col2im, shifted_im2col
+from .workspace import batch_chunks, run_chunks, scratch
 
 # ---- raw-array helpers shared by both ops ----------------------------------------------------
 
@@ -47,14 +38,15 @@ def _forward(x, W, b, stride, padding, dilation, windows):
     K, L = C * KH * KW, OH * P
     W2 = W.reshape(OC, K)
     y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
-    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize, xp):
+
+    def chunk(n0, n1):
         col = _columns(x[n0:n1], W.shape, stride, padding, dilation, windows, P)
         yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, (n1 - n0) * L)))
-        yc = yc.reshape(OC, n1 - n0, OH, P)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, OH, OW) -> (n, OC, OH, OW)
-        if b is None:
-            y[n0:n1] = yc
-        else:
-            xp.add(yc, b.reshape(OC, 1, 1), out=y[n0:n1])  # the bias rides along with the copy
+        if b is not None:
+            yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
+        y[n0:n1] = yc.reshape(OC, n1 - n0, OH, P)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, OH, OW) -> (n, ...)
+
+    run_chunks(chunk, batch_chunks(N, K * L * x.dtype.itemsize, xp))
     return y
 
 
@@ -63,16 +55,29 @@ def _input_grad(gy, W, x_shape, stride, padding, dilation):
     xp = get_array_module(gy)
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W.shape
+    full = [d * (k - 1) - p for k, p, d in zip((KH, KW), padding, dilation)]
+    reached = conv_out_size(x_shape[2:], (KH, KW), 1, padding, dilation) == (OH, OW)  # no output_padding
+    if stride == (1, 1) and (KH, KW) != (1, 1) and OC <= C and min(full) >= 0 and reached:
+        # With stride 1 the same sum reads as a forward convolution of gy with the kernel flipped
+        # and its channels swapped, zero-padded by d*(k - 1) - p ("full" correlation): copies
+        # into columns instead of col2im's additions (measured 1.3x faster). col2im stays for
+        # OC > C (the columns of gy would be larger than those of gx), and where output_padding
+        # leaves rows of gx that no window reaches.
+        Wf = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+        return _forward(gy, Wf, None, (1, 1), tuple(full), dilation, x_shape[2:])
     P = _pitch(x_shape[3], W.shape, stride, padding, OW)
     K, L = C * KH * KW, OH * P
     W2T = W.reshape(OC, K).T  # a transposed view: BLAS reads it as it is
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    for n0, n1 in batch_chunks(N, K * L * gy.dtype.itemsize, xp):
+
+    def chunk(n0, n1):
         gcol = xp.matmul(W2T, _channels_first(gy[n0:n1], P), out=scratch(gy, "col", (K, (n1 - n0) * L)))
         if P == OW:
             col2im(gcol, gx[n0:n1].shape, (KH, KW), stride, padding, dilation, (OH, OW), False, out=gx[n0:n1])
         else:  # junk columns of gcol are zero: _channels_first zeroed them in gy
             shifted_col2im(gcol, gx[n0:n1].shape, (KH, KW), padding, dilation, (OH, OW), out=gx[n0:n1])
+
+    run_chunks(chunk, batch_chunks(N, K * L * gy.dtype.itemsize, xp))
     return gx
 
 
@@ -83,10 +88,15 @@ def _weight_grad(x, gy, W_shape, stride, padding, dilation):
     _, C, KH, KW = W_shape
     P = _pitch(x.shape[3], W_shape, stride, padding, OW)
     K, L = C * KH * KW, OH * P
-    gW = xp.zeros((OC, K), dtype=x.dtype)
-    for n0, n1 in batch_chunks(N, K * L * x.dtype.itemsize, xp):
+
+    def chunk(n0, n1):
         col = _columns(x[n0:n1], W_shape, stride, padding, dilation, (OH, OW), P)
-        gW += _channels_first(gy[n0:n1], P) @ col.T  # (OC, n*L) @ (n*L, K): one product per chunk
+        return _channels_first(gy[n0:n1], P) @ col.T  # (OC, n*L) @ (n*L, K): one product per chunk
+
+    parts = run_chunks(chunk, batch_chunks(N, K * L * x.dtype.itemsize, xp))
+    gW = parts[0]
+    for part in parts[1:]:  # in chunk order, whichever thread finished first
+        gW += part
     return gW.reshape(W_shape)
 
 

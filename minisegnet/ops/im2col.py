@@ -23,36 +23,7 @@ import numbers
 import numpy as np
 
 from ..backend import get_array_module
-
-# The convolutions in conv.py work through the batch in chunks whose column matrix takes about
-# this many bytes (at least one image per chunk), in scratch buffers reused from call to call.
-# Measured: a fresh array KH*KW times the input's size costs its page faults on every call, and
-# a cache-sized chunk is faster than the whole batch at once (benchmarks/bench_conv.py).
-CHUNK_BYTES = 4 << 20
-_scratch = {}
-
-
-def scratch(like, role, shape):
-    """A work array of ``shape`` and ``like``'s dtype and device, reused between calls (one per ``role``).
-
-    Its contents are whatever was left in it. The buffer behind a role grows to the largest size
-    asked for and stays allocated, so repeated calls touch no fresh memory; ``free_scratch()``
-    releases it. Only internal code uses it, and never hands it back to a caller.
-    """
-    size = 1
-    for n in shape:
-        size *= n
-    key = (role, like.dtype.str, str(getattr(like, "device", "cpu")))
-    buf = _scratch.get(key)
-    if buf is None or buf.size < size:
-        _scratch.pop(key, None)  # drop the old one before allocating its replacement
-        buf = _scratch[key] = get_array_module(like).empty(size, dtype=like.dtype)
-    return buf[:size].reshape(shape)
-
-
-def free_scratch():
-    """Release the reused work buffers (they come back at the next convolution)."""
-    _scratch.clear()
+from .workspace import scratch
 
 
 def pair(value, name):
@@ -263,15 +234,3 @@ def _zero_border(padded, H, W, PH, PW):
     for border in (np.s_[..., :PH, :], np.s_[..., PH + H :, :], np.s_[..., :PW], np.s_[..., PW + W :]):
         padded[border] = 0
     return padded
-
-
-def batch_chunks(N, bytes_per_image, xp=np):
-    """[(n0, n1), ...] covering range(N) in chunks of about ``CHUNK_BYTES`` (at least one image each).
-
-    On the GPU (``xp`` is CuPy) the whole batch is one chunk: a cache-sized chunk helps a CPU,
-    while a GPU wants few, large products (each chunk costs KH*KW + 2 kernel launches).
-    """
-    if xp is not np:
-        return [(0, N)]
-    B = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image)))
-    return [(n0, min(n0 + B, N)) for n0 in range(0, N, B)]

@@ -1,0 +1,96 @@
+"""Work space for the convolutions: reused scratch buffers, batch chunks, and threads to run them.
+
+conv.py cuts a batch into chunks whose column matrix is about ``CHUNK_BYTES``, builds each
+chunk's columns in a scratch buffer that is reused from call to call, and runs its products.
+Measured (benchmarks/bench_conv.py): a fresh array KH*KW times the input's size costs its page
+faults on every call, and a cache-sized chunk is faster than the whole batch at once.
+
+Chunks are independent (each writes its own images of the output), so with
+``set_num_threads(n)``, n >= 2, n threads of ours work through them at once, each calling BLAS
+on one thread. NumPy releases the GIL inside copies and matrix products, so the threads really
+run in parallel, and unlike BLAS's own threads they share the copies as well as the products.
+"""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from ..backend import get_array_module, get_num_threads
+
+CHUNK_BYTES = 4 << 20
+_scratch = {}
+_pool = None  # a ThreadPoolExecutor, made at the first parallel call
+
+
+def scratch(like, role, shape):
+    """A work array of ``shape`` and ``like``'s dtype and device, reused between calls (one per ``role``).
+
+    Its contents are whatever was left in it. The buffer behind a role grows to the largest size
+    asked for and stays allocated, so repeated calls touch no fresh memory; ``free_scratch()``
+    releases it. Each thread has its own buffers. Only internal code uses them, and never hands
+    one back to a caller.
+    """
+    size = 1
+    for n in shape:
+        size *= n
+    key = (role, like.dtype.str, str(getattr(like, "device", "cpu")), threading.get_ident())
+    buf = _scratch.get(key)
+    if buf is None or buf.size < size:
+        _scratch.pop(key, None)  # drop the old one before allocating its replacement
+        buf = _scratch[key] = get_array_module(like).empty(size, dtype=like.dtype)
+    return buf[:size].reshape(shape)
+
+
+def free_scratch():
+    """Release the reused work buffers (they come back at the next convolution)."""
+    _scratch.clear()
+
+
+def batch_chunks(N, bytes_per_image, xp=np):
+    """[(n0, n1), ...] covering range(N) in chunks of at most about ``CHUNK_BYTES``, sizes within one image.
+
+    At least one image per chunk. With ``set_num_threads(n)``, n >= 2, the number of chunks is
+    rounded up to a multiple of n (at most N), so the threads finish together. On the GPU (``xp``
+    is CuPy) the whole batch is one chunk: a cache-sized chunk helps a CPU, while a GPU wants
+    few, large products (each chunk costs KH*KW + 2 kernel launches).
+    """
+    if xp is not np:
+        return [(0, N)]
+    per_chunk = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image)))
+    k = -(-N // per_chunk)  # ceil: chunks needed to stay under CHUNK_BYTES
+    threads = get_num_threads()
+    if threads > 1:
+        k = min(N, -(-k // threads) * threads)
+    return [(N * i // k, N * (i + 1) // k) for i in range(k)]
+
+
+def run_chunks(fn, chunks):
+    """[fn(n0, n1) for (n0, n1) in chunks], on ``get_num_threads()`` threads when that is 2 or more.
+
+    ``fn`` must write only to its own chunk's part of any shared output. With n threads the chunks
+    are dealt out in n runs of neighbouring chunks, one per thread, the calling thread taking the
+    first (one hand-off per thread: waking a thread costs more than a small chunk's work).
+    Results come back in the order of ``chunks`` whichever thread finishes first, so sums over
+    them are reproducible.
+    """
+    threads = min(get_num_threads(), len(chunks))
+    if threads < 2:
+        return [fn(n0, n1) for n0, n1 in chunks]
+    runs = [chunks[len(chunks) * t // threads : len(chunks) * (t + 1) // threads] for t in range(threads)]
+    others = [_executor().submit(_run, fn, run) for run in runs[1:]]
+    results = _run(fn, runs[0])
+    for future in others:
+        results += future.result()
+    return results
+
+
+def _run(fn, chunks):
+    return [fn(n0, n1) for n0, n1 in chunks]
+
+
+def _executor():
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="minisegnet")  # threads start as needed
+    return _pool
