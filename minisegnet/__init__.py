@@ -3,6 +3,14 @@
 __version__ = "0.1.0"
 
 from . import models, nn, optim
-from .backend import cupy_available, get_array_module, synchronize, to_device, to_numpy
+from .backend import (
+    cupy_available,
+    get_array_module,
+    get_num_threads,
+    set_num_threads,
+    synchronize,
+    to_device,
+    to_numpy,
+)
 from .io import load, save
 from .tensor import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor

@@ -8,7 +8,7 @@ import pytest
 import minisegnet.ops as F
 import minisegnet.ops.workspace as workspace
 from minisegnet.backend import get_num_threads, set_num_threads, to_numpy
-from minisegnet.ops.workspace import CHUNK_BYTES, batch_chunks, run_chunks
+from minisegnet.ops.workspace import CHUNK_BYTES, PARALLEL_BYTES, batch_chunks, run_chunks
 
 from utils import rand, rel_error
 
@@ -60,7 +60,8 @@ def test_many_small_batch_chunks_give_the_same_result(device, monkeypatch):
 def test_threads_give_the_same_result_as_one_thread(n, threads, monkeypatch):
     whole = _conv_results("cpu")
     threads(n)
-    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)  # one image per chunk,
+    monkeypatch.setattr(workspace, "PARALLEL_BYTES", 0)  # shared out however small
     for _ in range(3):  # the threads finish in varying order; the sums must not depend on it
         for a, r in zip(_conv_results("cpu"), whole):
             assert rel_error(a, r) <= 1e-14
@@ -104,7 +105,8 @@ def test_batch_chunks_cover_the_batch_evenly_and_keep_one_chunk_on_a_gpu(threads
     assert batch_chunks(10, 1) == [(0, 10)]
     assert batch_chunks(10, CHUNK_BYTES // 3, xp=object()) == [(0, 10)]  # any array module but NumPy
     threads(2)
-    assert batch_chunks(10, 1) == [(0, 5), (5, 10)]  # one chunk per thread
+    assert batch_chunks(10, 1) == [(0, 10)]  # too little work to share
+    assert batch_chunks(10, PARALLEL_BYTES // 10 + 1) == [(0, 5), (5, 10)]  # one chunk per thread
     assert batch_chunks(10, CHUNK_BYTES // 3) == [(0, 2), (2, 5), (5, 7), (7, 10)]  # already a multiple of 2
     assert batch_chunks(9, CHUNK_BYTES // 4) == [(0, 2), (2, 4), (4, 6), (6, 9)]  # 3 chunks -> 4
     assert batch_chunks(1, 1) == [(0, 1)]

@@ -8,16 +8,19 @@ With ``col = im2col(x, batch_first=False)`` of shape (C*KH*KW, N*OH*OW) and ``W2
 
 The transposed convolution is that input gradient used as a forward pass: it *is* the adjoint
 of conv2d (<conv2d(x, W), y> = <x, conv_transpose2d(y, W)>), so its forward runs the same code
-as conv2d's input gradient, and its input gradient is a conv2d forward. The three raw-array
-helpers below serve both ops.
+as conv2d's input gradient, and its input gradient is a conv2d forward. The two raw-array
+helpers below, ``_forward`` (which can also return gW from the same columns) and
+``_input_grad``, serve both ops. With stride 1 the input gradient is itself a forward pass:
+gy correlated with the kernel flipped and its channels swapped, on "full" padding.
 
 Speed (benchmarks/bench_conv.py): every product reads its operands as they lie in memory (BLAS
 takes a transposed view such as ``col.T`` as it is; ``tensordot`` would copy it first). The
 batch goes through in chunks of about ``CHUNK_BYTES`` of columns, built in scratch buffers
-reused from call to call rather than in one fresh array KH*KW times the input's size. For stride
+reused from call to call rather than in one fresh array KH*KW times the input's size, and with
+``set_num_threads(n)`` n threads work through the chunks at once (ops/workspace.py). For stride
 1 (every 3x3 convolution of a U-Net) the columns are whole padded rows (``shifted_im2col``): each
 kernel offset is then one contiguous run per image instead of many short rows, which made the
-copies 2-3x faster, for a product 1-25% wider (the WP - OW junk values per row). The
+copies 2-3x faster, for a product 1-12% wider (the WP - OW junk values per row). The
 backward rebuilds the columns instead of keeping them from the forward pass: in a network,
 keeping them would hold KH*KW copies of every layer's input until the backward pass.
 """
@@ -30,24 +33,36 @@ from .workspace import batch_chunks, run_chunks, scratch
 # ---- raw-array helpers shared by both ops ----------------------------------------------------
 
 
-def _forward(x, W, b, stride, padding, dilation, windows):
-    """y (N, OC, OH, OW) = conv2d(x, W) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None."""
+def _forward(x, W, b, stride, padding, dilation, windows, g=None, want_y=True):
+    """y (N, OC, OH, OW) = conv2d(x, W) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None.
+
+    With ``g`` (N, OC, OH, OW), an output gradient, returns (y, gW) instead: gW = g @ im2col(x).T,
+    conv2d's weight gradient, from the same columns (``want_y=False``: y is None, only gW).
+    """
     xp = get_array_module(x)
     N, (OC, C, KH, KW), (OH, OW) = x.shape[0], W.shape, windows
     P = _pitch(x.shape[3], W.shape, stride, padding, OW)
     K, L = C * KH * KW, OH * P
     W2 = W.reshape(OC, K)
-    y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
+    y = xp.empty((N, OC, OH, OW), dtype=x.dtype) if want_y else None
 
     def chunk(n0, n1):
         col = _columns(x[n0:n1], W.shape, stride, padding, dilation, windows, P)
-        yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, (n1 - n0) * L)))
-        if b is not None:
-            yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
-        y[n0:n1] = yc.reshape(OC, n1 - n0, OH, P)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, OH, OW) -> (n, ...)
+        if want_y:
+            yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, (n1 - n0) * L)))
+            if b is not None:
+                yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
+            y[n0:n1] = yc.reshape(OC, n1 - n0, OH, P)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, ...) -> (n, OC, ...)
+        if g is not None:
+            return _channels_first(g[n0:n1], P) @ col.T  # (OC, n*L) @ (n*L, K): this chunk's part of gW
 
-    run_chunks(chunk, batch_chunks(N, K * L * x.dtype.itemsize, xp))
-    return y
+    parts = run_chunks(chunk, batch_chunks(N, K * L * x.dtype.itemsize, xp))
+    if g is None:
+        return y
+    gW = parts[0]
+    for part in parts[1:]:  # in chunk order, whichever thread finished first
+        gW += part
+    return y, gW.reshape(W.shape)
 
 
 def _input_grad(gy, W, x_shape, stride, padding, dilation):
@@ -81,30 +96,14 @@ def _input_grad(gy, W, x_shape, stride, padding, dilation):
     return gx
 
 
-def _weight_grad(x, gy, W_shape, stride, padding, dilation):
-    """gW (OC, C, KH, KW) = gy @ im2col(x).T, summed over the chunks; x (N, C, H, W), gy (N, OC, OH, OW)."""
-    xp = get_array_module(x)
-    N, OC, OH, OW = gy.shape
-    _, C, KH, KW = W_shape
-    P = _pitch(x.shape[3], W_shape, stride, padding, OW)
-    K, L = C * KH * KW, OH * P
-
-    def chunk(n0, n1):
-        col = _columns(x[n0:n1], W_shape, stride, padding, dilation, (OH, OW), P)
-        return _channels_first(gy[n0:n1], P) @ col.T  # (OC, n*L) @ (n*L, K): one product per chunk
-
-    parts = run_chunks(chunk, batch_chunks(N, K * L * x.dtype.itemsize, xp))
-    gW = parts[0]
-    for part in parts[1:]:  # in chunk order, whichever thread finished first
-        gW += part
-    return gW.reshape(W_shape)
-
-
 def _pitch(width, W_shape, stride, padding, OW):
     # Values per output row in the column matrix: the padded width WP for a stride-1 kernel wider
     # or taller than 1 (shifted_im2col: contiguous copies, WP - OW junk values per row), else OW.
-    shifted = stride == (1, 1) and W_shape[2:] != (1, 1)
-    return width + 2 * padding[1] if shifted else OW
+    # Not where junk would be over 1/9 of the products: at 8 x 8 pixels (10 padded) the strided
+    # copies are cheaper than 25% more multiplications (measured 4-9% faster; 16 x 16: 3% slower).
+    WP = width + 2 * padding[1]
+    shifted = stride == (1, 1) and W_shape[2:] != (1, 1) and 8 * WP <= 9 * OW
+    return WP if shifted else OW
 
 
 def _columns(x, W_shape, stride, padding, dilation, windows, P):
@@ -181,7 +180,7 @@ class Conv2d(Function):
     def backward(self, gy):
         x, W = self.x, self.W
         gx = _input_grad(gy, W, x.shape, *self.args) if self.needs_input_grad[0] else None
-        gW = _weight_grad(x, gy, W.shape, *self.args) if self.needs_input_grad[1] else None
+        gW = _forward(x, W, None, *self.args, gy.shape[2:], g=gy, want_y=False)[1] if self.needs_input_grad[1] else None
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
         return gx, gW, gb
 
@@ -234,8 +233,11 @@ class ConvTranspose2d(Function):
     def backward(self, gy):
         x, W = self.x, self.W
         windows = x.shape[2:]  # conv2d of gy visits exactly the H x W positions that made y
-        gx = _forward(gy, W, None, *self.args, windows) if self.needs_input_grad[0] else None
-        gW = _weight_grad(gy, x, W.shape, *self.args) if self.needs_input_grad[1] else None
+        want_gx, want_gW = self.needs_input_grad[:2]
+        if want_gW:  # both products read the columns of gy: build them once
+            gx, gW = _forward(gy, W, None, *self.args, windows, g=x, want_y=want_gx)
+        else:
+            gx, gW = _forward(gy, W, None, *self.args, windows) if want_gx else None, None
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
         return gx, gW, gb
 

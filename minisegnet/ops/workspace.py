@@ -19,6 +19,7 @@ import numpy as np
 from ..backend import get_array_module, get_num_threads
 
 CHUNK_BYTES = 4 << 20
+PARALLEL_BYTES = 1 << 20  # less column data than this in all: one thread (waking another costs more)
 _scratch = {}
 _pool = None  # a ThreadPoolExecutor, made at the first parallel call
 
@@ -51,7 +52,8 @@ def batch_chunks(N, bytes_per_image, xp=np):
     """[(n0, n1), ...] covering range(N) in chunks of at most about ``CHUNK_BYTES``, sizes within one image.
 
     At least one image per chunk. With ``set_num_threads(n)``, n >= 2, the number of chunks is
-    rounded up to a multiple of n (at most N), so the threads finish together. On the GPU (``xp``
+    rounded up to a multiple of n (at most N), so the threads finish together, unless the whole
+    batch has less than ``PARALLEL_BYTES`` of columns. On the GPU (``xp``
     is CuPy) the whole batch is one chunk: a cache-sized chunk helps a CPU, while a GPU wants
     few, large products (each chunk costs KH*KW + 2 kernel launches).
     """
@@ -60,7 +62,7 @@ def batch_chunks(N, bytes_per_image, xp=np):
     per_chunk = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image)))
     k = -(-N // per_chunk)  # ceil: chunks needed to stay under CHUNK_BYTES
     threads = get_num_threads()
-    if threads > 1:
+    if threads > 1 and N * bytes_per_image >= PARALLEL_BYTES:
         k = min(N, -(-k // threads) * threads)
     return [(N * i // k, N * (i + 1) // k) for i in range(k)]
 
