@@ -311,9 +311,15 @@ def set_threads(n=None):
 
 @contextlib.contextmanager
 def threads(n):
-    """Run a block with ``n`` BLAS and torch threads, then restore the previous counts."""
+    """Run a block with ``n`` threads for minisegnet's convolutions, BLAS and torch; then restore the counts.
+
+    minisegnet's own threads (``set_num_threads``) hold BLAS to one thread each inside them.
+    """
+    from minisegnet.backend import get_num_threads, set_num_threads
+
     torch = import_torch()
     before = torch.get_num_threads() if torch is not None else None
+    ours = get_num_threads()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -321,9 +327,11 @@ def threads(n):
     with threadpool_limits(limits=n) if threadpool_limits else contextlib.nullcontext():
         if torch is not None:
             torch.set_num_threads(n)
+        set_num_threads(n)
         try:
             yield n
         finally:
+            set_num_threads(ours)
             if torch is not None:
                 torch.set_num_threads(before)
 
