@@ -6,8 +6,8 @@ Measured (benchmarks/bench_conv.py): a fresh array KH*KW times the input's size 
 faults on every call, and a cache-sized chunk is faster than the whole batch at once.
 
 Chunks are independent (each writes its own images of the output), so with
-``set_num_threads(n)``, n >= 2, n threads of ours work through them at once, each calling BLAS
-on one thread. NumPy releases the GIL inside copies and matrix products, so the threads really
+``set_num_threads(n)``, n >= 2, the calling thread and n - 1 of ours work through them at once,
+each calling BLAS on one thread. NumPy releases the GIL inside copies and matrix products, so the threads really
 run in parallel, and unlike BLAS's own threads they share the copies as well as the products.
 """
 
@@ -44,7 +44,7 @@ def scratch(like, role, shape):
 
 
 def free_scratch():
-    """Release the reused work buffers (they come back at the next convolution)."""
+    """Release the reused work buffers of every thread (they come back at the next convolution)."""
     _scratch.clear()
 
 
@@ -53,9 +53,9 @@ def batch_chunks(N, bytes_per_image, xp=np):
 
     At least one image per chunk. With ``set_num_threads(n)``, n >= 2, the number of chunks is
     rounded up to a multiple of n (at most N), so the threads finish together, unless the whole
-    batch has less than ``PARALLEL_BYTES`` of columns. On the GPU (``xp``
-    is CuPy) the whole batch is one chunk: a cache-sized chunk helps a CPU, while a GPU wants
-    few, large products (each chunk costs KH*KW + 2 kernel launches).
+    batch has less than ``PARALLEL_BYTES`` of columns. On the GPU (``xp`` is CuPy) the whole
+    batch is one chunk: a cache-sized chunk helps a CPU, while a GPU wants few, large products
+    (each chunk costs KH*KW + 2 kernel launches).
     """
     if xp is not np:
         return [(0, N)]
