@@ -1,5 +1,7 @@
 """ops/workspace.py: reused scratch buffers, batch chunks, and the threads that run them."""
 
+import os
+import signal
 import threading
 
 import numpy as np
@@ -116,3 +118,17 @@ def test_batch_chunks_cover_the_batch_evenly_and_keep_one_chunk_on_a_gpu(threads
 def test_set_num_threads_refuses_bad_values(bad, threads):
     with pytest.raises(ValueError, match="number of threads must be an int >= 0"):
         threads(bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_threads(threads, monkeypatch):
+    threads(2)
+    monkeypatch.setattr(workspace, "PARALLEL_BYTES", 0)
+    expected = _conv_results("cpu")  # the parent's pool now has a thread
+    pid = os.fork()
+    if pid == 0:  # the child: killed by SIGALRM if it hangs waiting for its parent's threads, exits 1 if wrong
+        signal.alarm(30)
+        ok = all(rel_error(a, r) <= 1e-14 for a, r in zip(_conv_results("cpu"), expected))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

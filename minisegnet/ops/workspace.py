@@ -11,6 +11,7 @@ each calling BLAS on one thread. NumPy releases the GIL inside copies and matrix
 run in parallel, and unlike BLAS's own threads they share the copies as well as the products.
 """
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -96,3 +97,13 @@ def _executor():
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="minisegnet")  # threads start as needed
     return _pool
+
+
+def _forget_pool():
+    # A forked child has none of its parent's threads: it must start its own pool, not queue work for the dead.
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
