@@ -35,6 +35,15 @@ def _check_channels(value, name):
     return int(value)
 
 
+def _conv_args(module, in_channels, out_channels, kernel_size, stride, padding, dilation):
+    # The arguments Conv2d and ConvTranspose2d share, checked and kept under PyTorch's names, (h, w) pairs.
+    module.in_channels = _check_channels(in_channels, "in_channels")
+    module.out_channels = _check_channels(out_channels, "out_channels")
+    module.kernel_size = _pair(kernel_size, "kernel_size")
+    module.stride, module.padding = _pair(stride, "stride"), _pair(padding, "padding")
+    module.dilation = _pair(dilation, "dilation")
+
+
 def _conv_params(module, shape, out_channels, bias, rng, dtype):
     # PyTorch's fan_in is weight.shape[1] * KH * KW for both Conv2d and ConvTranspose2d.
     rng = default_rng() if rng is None else rng
@@ -73,14 +82,7 @@ class Conv2d(Module):
         dtype=np.float32,
     ):
         super().__init__()
-        self.in_channels = _check_channels(in_channels, "in_channels")
-        self.out_channels = _check_channels(out_channels, "out_channels")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride, self.padding, self.dilation = (
-            _pair(stride, "stride"),
-            _pair(padding, "padding"),
-            _pair(dilation, "dilation"),
-        )
+        _conv_args(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         _conv_params(
             self, (self.out_channels, self.in_channels) + self.kernel_size, self.out_channels, bias, rng, dtype
         )
@@ -112,14 +114,7 @@ class ConvTranspose2d(Module):
         dtype=np.float32,
     ):
         super().__init__()
-        self.in_channels = _check_channels(in_channels, "in_channels")
-        self.out_channels = _check_channels(out_channels, "out_channels")
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.stride, self.padding, self.dilation = (
-            _pair(stride, "stride"),
-            _pair(padding, "padding"),
-            _pair(dilation, "dilation"),
-        )
+        _conv_args(self, in_channels, out_channels, kernel_size, stride, padding, dilation)
         self.output_padding = _pair(output_padding, "output_padding")
         _conv_params(
             self, (self.in_channels, self.out_channels) + self.kernel_size, self.out_channels, bias, rng, dtype
