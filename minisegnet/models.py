@@ -13,18 +13,20 @@ from .tensor import as_tensor
 UPS = ("transpose", "bilinear", "unpool")
 
 
-def he_init(model):
+def he_init(model, keep=()):
     """Re-draw every convolution's weights of ``model`` as He et al. (2015) for ReLU networks; returns the model.
 
     Weights ~ N(0, 2 / fan_out) with fan_out = OC*KH*KW (for a ConvTranspose2d (C, OC, KH, KW) as well), biases 0:
     ``torch.nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``, as torchvision's ResNets do. The
     layers keep PyTorch's own default (a uniform draw that is about 3x smaller in variance); the training recipe
     applies this to U-Nets, whose first steps it makes much less dependent on the seed (measured in the README).
-    Draws from the generator ``manual_seed`` sets.
+    Layers in ``keep`` keep the weights they have: the recipe keeps the class-score head at the default, since no
+    ReLU follows it (its logits then start small and the loss near log C). Draws from the generator
+    ``manual_seed`` sets.
     """
     rng = default_rng()
     for layer in model.modules():
-        if isinstance(layer, (Conv2d, ConvTranspose2d)):
+        if isinstance(layer, (Conv2d, ConvTranspose2d)) and not any(layer is k for k in keep):
             w = layer.weight.data
             OC = w.shape[0] if isinstance(layer, Conv2d) else w.shape[1]
             w[...] = rng.standard_normal(w.shape) * np.sqrt(2.0 / (OC * w.shape[2] * w.shape[3]))

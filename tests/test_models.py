@@ -293,3 +293,12 @@ def test_he_init_draws_conv_weights_with_variance_2_over_fan_out():
     manual_seed(0)
     again = models.he_init(UNet(3, 6, base_channels=8, depth=2))
     np.testing.assert_array_equal(again.head.weight.data, model.head.weight.data)  # seeded by manual_seed
+    manual_seed(0)
+    plain = UNet(3, 6, base_channels=8, depth=2)
+    head = plain.head.weight.data.copy()
+    kept = models.he_init(plain, keep=[plain.head])
+    np.testing.assert_array_equal(kept.head.weight.data, head)  # kept as constructed
+    assert np.abs(head).max() <= 1 / np.sqrt(8)  # PyTorch's default bound, 1 / sqrt(fan_in), not He's spread
+    for a, b in zip(model.modules(), kept.modules()):  # the rest as before: the head is the last layer drawn
+        if isinstance(a, (layers.Conv2d, layers.ConvTranspose2d)) and a is not model.head:
+            np.testing.assert_array_equal(a.weight.data, b.weight.data)
