@@ -6,10 +6,11 @@
 Each row times forward + backward (gradients for input, weight and bias) in float32. The
 implementations run interleaved, in a rotating order, within each repeat, so a burst of load
 from another process hits all of them alike; the table reports the median over repeats after
-warm-up. PyTorch (CPU, 2 threads) is skipped when it is not installed. "textbook" is the usual
-NumPy version, written below: im2col by a loop over kernel offsets into a fresh (N, C, KH, KW,
-OH, OW) array, then ``np.tensordot``, which reorders its operands into new arrays before it
-calls BLAS.
+warm-up. Threads (default 2): minisegnet's own (``minisegnet.set_num_threads``, one BLAS thread
+each), torch's, and BLAS's for the textbook version. PyTorch is skipped when it is not
+installed. "textbook" is the usual NumPy version, written below: im2col by a loop over kernel
+offsets into a fresh (N, C, KH, KW, OH, OW) array, then ``np.tensordot``, which reorders its
+operands into new arrays before it calls BLAS.
 
 Memory: the peak of extra resident memory (VmHWM - VmRSS, the kernel's high-water mark reset
 through /proc/self/clear_refs) during one forward + backward after a warm-up, each
@@ -217,9 +218,9 @@ def run(quick=False, repeats=None, memory=None, threads=2):
     """Benchmark every shape; return a list of row dicts (times in seconds, ratios to torch).
 
     ``quick`` shrinks the shapes (N=1, H<=8, channels<=16) and does one repeat: it checks the code
-    runs. ``threads=1`` runs BLAS and torch on one thread and times the CPU time of this thread,
-    which other processes competing for the cores barely disturb (the wall-clock median is used
-    otherwise).
+    runs. ``threads`` is minisegnet's (``set_num_threads``), torch's and the textbook version's BLAS
+    thread count; ``threads=1`` also times the CPU time of this thread, which other processes
+    competing for the cores barely disturb (the wall-clock median is used otherwise).
     """
     import threadpoolctl
 
@@ -319,7 +320,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat")
     parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2, help="BLAS/torch threads; 1 also times CPU time")
+    parser.add_argument("--threads", type=int, default=2, help="minisegnet, BLAS, torch threads; 1: CPU time")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)

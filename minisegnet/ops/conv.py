@@ -20,7 +20,7 @@ reused from call to call rather than in one fresh array KH*KW times the input's 
 ``set_num_threads(n)`` n threads work through the chunks at once (ops/workspace.py). For stride
 1 (every 3x3 convolution of a U-Net) the columns are whole padded rows (``shifted_im2col``): each
 kernel offset is then one contiguous run per image instead of many short rows, which made the
-copies 2-3x faster, for a product 1-12% wider (the WP - OW junk values per row). The
+copies 2-3x faster, for a product at most 12.5% wider (the WP - OW junk values per row). The
 backward rebuilds the columns instead of keeping them from the forward pass: in a network,
 keeping them would hold KH*KW copies of every layer's input until the backward pass.
 """
