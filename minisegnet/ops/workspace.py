@@ -9,6 +9,9 @@ Chunks are independent (each writes its own images of the output), so with
 ``set_num_threads(n)``, n >= 2, the calling thread and n - 1 of ours work through them at once,
 each calling BLAS on one thread. NumPy releases the GIL inside copies and matrix products, so the threads really
 run in parallel, and unlike BLAS's own threads they share the copies as well as the products.
+Measured on 2 cores (benchmarks/results/conv_cpu.md): about even with BLAS's two threads over the
+benchmark's shapes, 17% faster on the largest, up to 27% slower on small ones, where waking a
+thread (~0.1 ms) is a real part of the work.
 """
 
 import os
@@ -20,7 +23,10 @@ import numpy as np
 from ..backend import get_array_module, get_num_threads
 
 CHUNK_BYTES = 4 << 20
-PARALLEL_BYTES = 1 << 20  # less column data than this in all: one thread (waking another costs more)
+# Less column data than this in all: one thread. Waking a thread costs ~0.1 ms here; measured on 2 cores, a
+# (2, 16->16, 32x32) conv (1.25 MB of columns) took 1.8 ms on two threads against 1.0 ms on one, an (8, 128->128,
+# 8x8) one (2.4 MB) 6.0-6.6 ms against 8.0-8.4 ms.
+PARALLEL_BYTES = 2 << 20
 _scratch = {}
 _pool = None  # a ThreadPoolExecutor, made at the first parallel call
 
