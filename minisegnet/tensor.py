@@ -131,9 +131,9 @@ class Tensor:
             grad = xp.ones_like(self.data)
         else:
             grad = grad.data if isinstance(grad, Tensor) else grad
-            get_array_module(self.data, grad)
             if tuple(grad.shape) != tuple(self.shape):
                 raise ValueError(f"grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
+            get_array_module(self.data, grad)  # a NumPy grad for a CuPy tensor (or the reverse) is an error
         if self.creator is None:
             self.grad = grad if self.grad is None else self.grad + grad
             return

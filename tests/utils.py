@@ -25,8 +25,8 @@ def rand_labels(shape, C=3, device="cpu", seed=0, ignore=None):
 
 def rel_error(a, b):
     """max|a - b| / max(max|a|, max|b|): the normwise relative error of two arrays or Tensors."""
-    a = to_numpy(getattr(a, "data", a)).astype(np.float64)
-    b = to_numpy(getattr(b, "data", b)).astype(np.float64)
+    a = to_numpy(a).astype(np.float64)
+    b = to_numpy(b).astype(np.float64)
     assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
     scale = max(np.abs(a).max(initial=0), np.abs(b).max(initial=0))
     return float(np.abs(a - b).max(initial=0) / scale) if scale else float(np.abs(a - b).max(initial=0))
@@ -39,5 +39,5 @@ def torch():
 
 def to_torch(x, requires_grad=False):
     """A float64/float32 torch tensor with the same values as a Tensor or array."""
-    t = torch().from_numpy(to_numpy(getattr(x, "data", x)).copy())
+    t = torch().from_numpy(to_numpy(x).copy())
     return t.requires_grad_(requires_grad)
