@@ -102,6 +102,26 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+CUDA_KERNELS = os.environ.get("MINISEGNET_CUDA_KERNELS", "1").strip() != "0"
+_kernels = {}
+
+
+def cuda_kernel(xp, in_params, out_params, operation, name):
+    """A hand-written CUDA kernel (``cupy.ElementwiseKernel``) for CuPy arrays, or None.
+
+    None on NumPy, and everywhere when ``CUDA_KERNELS`` is False (``MINISEGNET_CUDA_KERNELS=0``):
+    then the caller runs its generic array code, which the tests compare the kernel with. A few hot
+    spots (im2col, col2im, Adam) have a kernel, because each CuPy call costs ~10 us of launch
+    overhead and their generic versions take 9-16 calls. Compiled on first use, cached by name.
+    """
+    if xp is np or not CUDA_KERNELS:
+        return None
+    kernel = _kernels.get(name)
+    if kernel is None:
+        kernel = _kernels[name] = cp.ElementwiseKernel(in_params, out_params, operation, name)
+    return kernel
+
+
 def synchronize():
     """Wait until the GPU has finished all queued work (a no-op on the CPU).
 

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, to_device, to_numpy
+from .backend import cuda_kernel, get_array_module, to_device, to_numpy
 
 
 class Optimizer:
@@ -143,14 +143,29 @@ class Adam(Optimizer):
         if i not in self.state["exp_avg"]:  # first step: zero moments (allocated once, not on every step)
             self.state["exp_avg"][i], self.state["exp_avg_sq"][i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
         m, v = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
+        t = self.param_steps[i]
+        step_size, root_bias2 = self.lr / (1 - b1**t), math.sqrt(1 - b2**t)
+        kernel = cuda_kernel(xp, *_ADAM_CUDA)
+        if kernel is not None:  # the lines below in one CUDA kernel instead of 10 launches
+            kernel(g, b1, b2, step_size, root_bias2, self.eps, p.data, m, v)
+            return
         m *= b1
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * g * g
-        t = self.param_steps[i]
-        step_size = self.lr / (1 - b1**t)
-        denom = xp.sqrt(v) / math.sqrt(1 - b2**t) + self.eps
-        p.data -= step_size * (m / denom)
+        p.data -= step_size * (m / (xp.sqrt(v) / root_bias2 + self.eps))
+
+
+_ADAM_CUDA = (  # Adam.update's generic lines as one kernel for CuPy arrays (backend.cuda_kernel)
+    "T g, float64 b1, float64 b2, float64 step_size, float64 root_bias2, float64 eps",
+    "T p, T m, T v",
+    """
+    m = b1 * m + (1 - b1) * g;
+    v = b2 * v + (1 - b2) * g * g;
+    p -= step_size * (m / (sqrt((double)v) / root_bias2 + eps));
+    """,
+    "minisegnet_adam",
+)
 
 
 class AdamW(Adam):

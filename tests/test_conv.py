@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import Tensor
-from minisegnet.backend import to_device, to_numpy
+from minisegnet import Tensor, backend
+from minisegnet.backend import get_array_module, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
 from minisegnet.ops.im2col import (
     col2im,
     conv_out_size,
     conv_transpose_out_size,
+    cuda_columns,
     im2col,
     shifted_col2im,
     shifted_im2col,
@@ -271,6 +272,19 @@ def test_im2col_layouts_and_shortcuts(device):
         assert np.array_equal(tiled, generic[:, :, :6]) and not generic[:, :, 6].any()
 
 
+def test_col2im_results_are_not_overwritten_by_later_calls(device):
+    # col2im sums into a scratch buffer reused from call to call: what it returns must be a copy.
+    c = rand(2, 12, 12, device=device, requires_grad=False).data  # 2x2 kernel, stride 2, 7x8 image: 3x4 windows
+    first = col2im(c, (2, 3, 7, 8), 2, 2)
+    kept = to_numpy(first).copy()
+    col2im(2 * c, (2, 3, 7, 8), 2, 2)
+    shifted = shifted_col2im(rand(2, 2 * 56, device=device, requires_grad=False).data, (2, 2, 7, 8), (1, 1))
+    kept_shifted = to_numpy(shifted).copy()
+    shifted_col2im(rand(2, 2 * 56, device=device, seed=5, requires_grad=False).data, (2, 2, 7, 8), (1, 1))
+    np.testing.assert_array_equal(to_numpy(first), kept)
+    np.testing.assert_array_equal(to_numpy(shifted), kept_shifted)
+
+
 def test_shifted_im2col_is_im2col_in_whole_padded_rows(device):
     # Stride 1: the same columns as im2col(batch_first=False) once the WP - OW junk values of each
     # output row are dropped, and shifted_col2im is its adjoint (junk places of the input zero).
@@ -290,6 +304,37 @@ def test_shifted_im2col_is_im2col_in_whole_padded_rows(device):
             rtol=1e-12,
             atol=1e-12,
         )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cuda_kernels_equal_the_generic_loops(device, dtype, monkeypatch):
+    # On CuPy, im2col and col2im run one CUDA kernel each (backend.cuda_kernel); NumPy has none.
+    # MINISEGNET_CUDA_KERNELS=0 (backend.CUDA_KERNELS) runs the loops on CuPy: both must agree.
+    if device == "cpu":
+        assert backend.cuda_kernel(np, "T x", "T y", "y = x", "copy") is None and not cuda_columns(np)
+        pytest.skip("the CUDA kernels run on CuPy only")
+    cases = [(3, 1, 1, 1, None), ((3, 2), (2, 3), (2, 1), (1, 2), None), (2, 2, 0, 1, None), (5, 1, 2, 2, None)]
+    cases += [(1, 1, 0, 1, None), (3, 2, 1, 1, (3, 2)), ((1, 3), (3, 1), (0, 2), 1, None)]
+    x = rand(2, 3, 7, 8, device=device, dtype=dtype, requires_grad=False).data
+    w = rand(4, 3, 3, 3, device=device, dtype=dtype, seed=3)
+    results = {}
+    for kernels in (True, False):
+        monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+        assert cuda_columns(get_array_module(x)) == kernels
+        out = results[kernels] = []
+        for K, S, P, D, windows in cases:
+            for batch_first in (True, False):
+                col = im2col(x, K, S, P, D, windows, batch_first=batch_first)
+                c = rand(*col.shape, device=device, dtype=dtype, seed=1, requires_grad=False).data
+                out += [col, col2im(c, x.shape, K, S, P, D, windows, batch_first=batch_first)]
+        xt = Tensor(x, requires_grad=True)
+        y = F.conv2d(xt, w, padding=1)
+        y.backward(to_device(np.ones(y.shape, dtype), device))
+        out += [y.data, xt.grad, w.grad]
+        w.grad = None
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for ours, generic in zip(results[True], results[False]):
+        assert ours.dtype == generic.dtype and rel_error(ours, generic) <= tol
 
 
 def test_im2col_matches_torch_unfold():

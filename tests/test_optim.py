@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from minisegnet import optim
+from minisegnet import backend, optim
 from minisegnet.backend import to_device, to_numpy
 from minisegnet.nn import Parameter
 
@@ -68,14 +68,34 @@ def test_adam_and_adamw_match_torch(name, kw, device):
     assert err < 1e-6
 
 
-def test_float32_parameters_stay_float32():
-    ps = make_params("cpu", np.float32)
+def test_float32_parameters_stay_float32(device):
+    ps = make_params(device, np.float32)
     opt = optim.Adam(ps, lr=1e-2)
     for p, g in zip(ps, grads_for(0)):
-        p.grad = g.astype(np.float32)
+        p.grad = to_device(g.astype(np.float32), device)
     opt.step()
     assert all(p.dtype == np.float32 for p in ps)
     assert all(a.dtype == np.float32 for table in opt.state.values() for a in table.values())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_adam_cuda_kernel_equals_the_generic_lines(device, dtype, monkeypatch):
+    # On CuPy, Adam.update is one CUDA kernel; MINISEGNET_CUDA_KERNELS=0 runs the array lines instead.
+    if device == "cpu":
+        pytest.skip("the CUDA kernels run on CuPy only")
+    results = []
+    for kernels in (True, False):
+        monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+        ps = make_params(device, dtype)
+        opt = optim.AdamW(ps, lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2)
+        for step in range(4):
+            for p, g in zip(ps, grads_for(step)):
+                p.grad = to_device(g.astype(dtype), device)
+            opt.step()
+        results.append([to_numpy(a) for a in [*(p.data for p in ps), *opt.state["exp_avg_sq"].values()]])
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    for ours, generic in zip(*results):
+        assert ours.dtype == dtype and np.abs(ours - generic).max() <= tol * np.abs(generic).max()
 
 
 def test_parameters_without_grad_are_skipped_and_zero_grad_clears():

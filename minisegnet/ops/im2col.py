@@ -10,7 +10,11 @@ offset sees in all windows form one strided slice of the image, so each step is 
 
 ``col2im`` is the adjoint (transpose) of ``im2col``: it sends every column entry back to the
 pixel it was copied from, adding up where windows overlap (``+=`` on the same slices, never
-``np.add.at``). Both run unchanged on NumPy and CuPy.
+``np.add.at``). Both run unchanged on NumPy and CuPy. On CuPy each of those copies is a kernel
+launch (~10 us of host time, more than the copy itself at U-Net sizes), so there both functions
+run one hand-written CUDA kernel instead, one thread per output value, with the same formula as
+above (``_IM2COL_CUDA``; col2im gathers each pixel's entries). The generic loops stay the
+reference: ``MINISEGNET_CUDA_KERNELS=0`` runs them on CuPy too, and the tests compare the two.
 
 Output sizes (per dimension; ``conv_out_size`` and ``conv_transpose_out_size``):
 
@@ -22,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import cuda_kernel, get_array_module
 from .workspace import scratch
 
 
@@ -91,6 +95,56 @@ def _conv_args(kernel_size, stride, padding, dilation):
     return [pair(v, name) for v, name in zip((kernel_size, stride, padding, dilation), names)]
 
 
+# The CUDA kernels: arguments (input, sizes..., output). In CuPy's kernels ``i`` is the index of the
+# output value a thread computes; b is the image, k = (c, ki, kj) the column row, m = (oh, ow).
+_SIZES = (
+    "int32 N, int32 C, int32 H, int32 W, int32 KH, int32 KW, int32 OH, int32 OW,"
+    " int32 SH, int32 SW, int32 PH, int32 PW, int32 DH, int32 DW, int32 BF"
+)
+_IM2COL_CUDA = (
+    "raw T x, " + _SIZES,
+    "T col",
+    """
+    const long long L = (long long)OH * OW, K = (long long)C * KH * KW;
+    long long b, k, m;
+    if (BF) { m = i % L; k = (i / L) % K; b = i / (L * K); }        // col (N, K, L)
+    else { k = i / (N * L); b = (i % (N * L)) / L; m = i % L; }     // col (K, N*L)
+    const int oh = m / OW, ow = m % OW, ki = (k / KW) % KH, kj = k % KW;
+    const long long c = k / ((long long)KH * KW);
+    const int h = oh * SH + ki * DH - PH, w = ow * SW + kj * DW - PW;
+    col = (h >= 0 && h < H && w >= 0 && w < W) ? x[((b * C + c) * H + h) * W + w] : (T)0;
+    """,
+    "minisegnet_im2col",
+)
+_COL2IM_CUDA = (
+    "raw T col, " + _SIZES,
+    "T gx",
+    """
+    const long long L = (long long)OH * OW, K = (long long)C * KH * KW;
+    const int h = (i / W) % H, w = i % W;
+    const long long c = (i / ((long long)H * W)) % C, b = i / ((long long)C * H * W);
+    T sum = 0;
+    for (int ki = 0; ki < KH; ki++) {
+        const int th = h + PH - ki * DH;                              // = oh * SH for a window that reads h
+        if (th < 0 || th % SH != 0 || th / SH >= OH) continue;
+        for (int kj = 0; kj < KW; kj++) {
+            const int tw = w + PW - kj * DW;
+            if (tw < 0 || tw % SW != 0 || tw / SW >= OW) continue;
+            const long long k = (c * KH + ki) * KW + kj, m = (long long)(th / SH) * OW + tw / SW;
+            sum += col[BF ? (b * K + k) * L + m : k * (N * L) + b * L + m];
+        }
+    }
+    gx = sum;
+    """,
+    "minisegnet_col2im",
+)
+
+
+def cuda_columns(xp):
+    """True when ``im2col`` and ``col2im`` run their CUDA kernels for arrays of module ``xp``."""
+    return cuda_kernel(xp, *_IM2COL_CUDA) is not None
+
+
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True, out=None):
     """Copy every convolution window of ``x`` into a column: x (N, C, H, W) -> col (N, C*KH*KW, OH*OW).
 
@@ -108,13 +162,17 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_
     OH, OW = windows or conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
     if (KH, KW, SH, SW, PH, PW, OH, OW) == (1, 1, 1, 1, 0, 0, H, W) and (batch_first or N == 1):
         return x.reshape(N, C, H * W) if batch_first else x.reshape(C, H * W)
+    shape = (N, C * KH * KW, OH * OW) if batch_first else (C * KH * KW, N * OH * OW)
+    col = xp.empty(shape, dtype=x.dtype) if out is None else out
+    kernel = cuda_kernel(xp, *_IM2COL_CUDA)
+    if kernel is not None:
+        kernel(xp.ascontiguousarray(x), N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, int(batch_first), col)
+        return col
     if PH or PW:
         xpad = _zero_border(scratch(x, "pad", (N, C, H + 2 * PH, W + 2 * PW)), H, W, PH, PW)
         xpad[:, :, PH : PH + H, PW : PW + W] = x
     else:
         xpad = x
-    shape = (N, C * KH * KW, OH * OW) if batch_first else (C * KH * KW, N * OH * OW)
-    col = xp.empty(shape, dtype=x.dtype) if out is None else out
     for i in range(KH):
         for j in range(KW):
             _indexed(col, N, C, KH, KW, OH, OW, batch_first)[:, :, i, j] = xpad[
@@ -142,6 +200,11 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=N
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = _conv_args(kernel_size, stride, padding, dilation)
     N, C, H, W = x_shape
     OH, OW = windows or conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
+    kernel = cuda_kernel(xp, *_COL2IM_CUDA)
+    if kernel is not None:
+        gx = xp.empty(x_shape, dtype=col.dtype) if out is None else out
+        kernel(xp.ascontiguousarray(col), N, C, H, W, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, int(batch_first), gx)
+        return gx
     col6 = _indexed(col, N, C, KH, KW, OH, OW, batch_first)
     if (KH, KW, PH, PW, DH, DW) == (SH, SW, 0, 0, 1, 1) and (H, W) == (OH * KH, OW * KW):
         # The windows tile the image exactly (e.g. a 2x2 kernel with stride 2): no pixel is shared,
@@ -155,7 +218,7 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=N
                 gxpad[:, :, _window(i, DH, SH, OH), _window(j, DW, SW, OW)] += col6[:, :, i, j]
         gx = gxpad[:, :, PH : PH + H, PW : PW + W]
     if out is None:
-        return xp.ascontiguousarray(gx)
+        return gx.copy()  # a fresh array, never the scratch buffer itself (the next call reuses it)
     out[...] = gx
     return out
 
@@ -210,7 +273,7 @@ def shifted_col2im(col, x_shape, kernel_size, padding=0, dilation=1, windows=Non
                 flat[:, :, i * DH * WP + j * DW :][:, :, :L] += col5[:, i, j]
     gx = gpad[:, :, PH : PH + H, PW : PW + W].transpose(1, 0, 2, 3)
     if out is None:
-        return get_array_module(col).ascontiguousarray(gx)
+        return gx.copy()  # a fresh array, never the scratch buffer itself
     out[...] = gx
     return out
 
