@@ -147,7 +147,7 @@ class Adam(Optimizer):
         step_size, root_bias2 = self.lr / (1 - b1**t), math.sqrt(1 - b2**t)
         kernel = cuda_kernel(xp, *_ADAM_CUDA)
         if kernel is not None:  # the lines below in one CUDA kernel instead of 10 launches
-            kernel(g, b1, b2, step_size, root_bias2, self.eps, p.data, m, v)
+            kernel(g.astype(p.dtype, copy=False), b1, b2, step_size, root_bias2, self.eps, p.data, m, v)
             return
         m *= b1
         m += (1 - b1) * g
