@@ -244,11 +244,13 @@ def shifted_im2col(x, kernel_size, padding=0, dilation=1, windows=None, out=None
     xpad[:, :, PH : PH + H, PW : PW + W] = x.transpose(1, 0, 2, 3)
     WP = W + 2 * PW
     L = OH * WP
-    col = get_array_module(x).empty((C * KH * KW, N * L), x.dtype) if out is None else out
-    col5 = col.reshape(C, KH, KW, N, L)
-    for i in range(KH):
-        for j in range(KW):
-            col5[:, i, j] = flat[:, :, i * DH * WP + j * DW :][:, :, :L]
+    xp = get_array_module(x)
+    col = xp.empty((C * KH * KW, N * L), x.dtype) if out is None else out
+    # The KH*KW runs flat[:, :, i*DH*WP + j*DW :][:, :, :L] side by side, as one strided view of flat
+    # (axes c, i, j, n, q): one copy instead of KH*KW, which matters when threads share the copies.
+    sc, sn, sq = flat.strides
+    runs = xp.lib.stride_tricks.as_strided(flat, (C, KH, KW, N, L), (sc, DH * WP * sq, DW * sq, sn, sq))
+    col.reshape(C, KH, KW, N, L)[...] = runs
     return col
 
 
