@@ -1,5 +1,9 @@
 """minisegnet.backend: array module dispatch, devices, the clear error for a missing GPU."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -52,3 +56,12 @@ def test_mixing_numpy_and_cupy_is_an_error(device):
         pytest.skip("needs both backends")
     with pytest.raises(TypeError, match="cannot mix"):
         msn.tensor([1.0], device="gpu") + msn.tensor([1.0], device="cpu")
+
+
+@pytest.mark.parametrize("value,on", [("0", False), ("1", True), (" 0 ", False)])
+def test_cuda_kernels_switch_from_environment(value, on):
+    # MINISEGNET_CUDA_KERNELS=0 makes cuda_kernel answer None (the generic array code runs), read at import.
+    code = "import numpy as np, minisegnet.backend as b; print(b.CUDA_KERNELS, b.cuda_kernel(np, '', '', '', 'k'))"
+    env = {**os.environ, "MINISEGNET_CUDA_KERNELS": value}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(on), "None"]  # None on NumPy either way
