@@ -102,6 +102,18 @@ def to_numpy(a):
     return np.asarray(a)
 
 
+def as_strided(a, shape, strides):
+    """A view of ``a`` with the given shape and byte strides (NumPy's or CuPy's ``as_strided``).
+
+    Nothing is checked: every index of the view must land inside ``a``. Read from it only.
+    """
+    if is_gpu_array(a):
+        from cupy.lib.stride_tricks import as_strided as gpu_as_strided
+
+        return gpu_as_strided(a, shape, strides)
+    return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
+
+
 CUDA_KERNELS = os.environ.get("MINISEGNET_CUDA_KERNELS", "1").strip() != "0"
 _kernels = {}
 

@@ -26,7 +26,7 @@ import numbers
 
 import numpy as np
 
-from ..backend import cuda_kernel, get_array_module
+from ..backend import as_strided, cuda_kernel, get_array_module
 from .workspace import scratch
 
 
@@ -249,7 +249,7 @@ def shifted_im2col(x, kernel_size, padding=0, dilation=1, windows=None, out=None
     # The KH*KW runs flat[:, :, i*DH*WP + j*DW :][:, :, :L] side by side, as one strided view of flat
     # (axes c, i, j, n, q): one copy instead of KH*KW, which matters when threads share the copies.
     sc, sn, sq = flat.strides
-    runs = xp.lib.stride_tricks.as_strided(flat, (C, KH, KW, N, L), (sc, DH * WP * sq, DW * sq, sn, sq))
+    runs = as_strided(flat, (C, KH, KW, N, L), (sc, DH * WP * sq, DW * sq, sn, sq))  # ends inside flat's slack
     col.reshape(C, KH, KW, N, L)[...] = runs
     return col
 
