@@ -3,7 +3,8 @@
 #
 #   bash scripts/gpu_check.sh [tests] [train] [lesson9] [profile] [bench]   (default: all, in that order)
 #
-# tests    the CuPy half of the test suite (pytest -m gpu; pytest-xdist is used when installed)
+# tests    the CuPy half of the test suite (pytest -m gpu; pytest-xdist is used when installed), then the
+#          convolution, optimiser and model tests again with the CUDA kernels off
 # train    the default recipe on the GPU (minisegnet train --device gpu), for its wall time and mIoU
 # lesson9  lessons/09_cpu_vs_gpu.ipynb at full size, its code cells run as one script (no Jupyter needed)
 # profile  scripts/profile_step.py on the GPU: where a training step's host time goes, with and without
@@ -39,6 +40,11 @@ for step in $steps; do
         echo "pytest exit $?"
         grep -E "^(FAILED|ERROR)" "$RESULTS/tests_gpu.log" | head -60
         tail -25 "$RESULTS/tests_gpu.log"
+        # The generic array code on CuPy too (it runs there only with the CUDA kernels switched off).
+        MINISEGNET_CUDA_KERNELS=0 timeout "${T_TESTS:-240}" $PY -m pytest -m gpu -q $xdist -p no:cacheprovider \
+            --tb=short tests/test_conv.py tests/test_optim.py tests/test_workspace.py tests/test_models.py \
+            >"$RESULTS/tests_gpu_generic.log" 2>&1
+        echo "pytest with MINISEGNET_CUDA_KERNELS=0 exit $?: $(tail -1 "$RESULTS/tests_gpu_generic.log")"
         ;;
     train)
         timeout "${T_TRAIN:-150}" minisegnet train --device gpu --out "$RESULTS/runs" --no-progress \
