@@ -4,7 +4,7 @@
 #   bash scripts/gpu_check.sh [tests] [train] [lesson9] [profile] [bench]   (default: all, in that order)
 #
 # tests    the CuPy half of the test suite (pytest -m gpu; pytest-xdist is used when installed), then the
-#          convolution, optimiser and model tests again with the CUDA kernels off
+#          convolution, optimiser, workspace and model tests again with the CUDA kernels off
 # train    the default recipe on the GPU (minisegnet train --device gpu), for its wall time and mIoU
 # lesson9  lessons/09_cpu_vs_gpu.ipynb at full size, its code cells run as one script (no Jupyter needed)
 # profile  scripts/profile_step.py on the GPU: where a training step's host time goes, with and without
@@ -12,7 +12,9 @@
 # bench    minisegnet bench --device both --compare-torch (BENCH=kernels,train,... picks benchmarks)
 #
 # Everything lands in $RESULTS (default gpu_results/, ignored by git). Each step has its own time limit
-# (T_TESTS, T_TRAIN, T_LESSON, T_BENCH seconds) so that one slow step cannot eat the others' time.
+# (T_TESTS, T_TRAIN, T_LESSON, T_PROFILE, T_BENCH seconds) so that one slow step cannot eat the others' time.
+# The project is installed with --no-deps: its dependencies must be there already (pip install -e ".[dev,gpu]"
+# where a network is at hand; the lent GPU machines of this project had them all and no network).
 set -u
 RESULTS=${RESULTS:-gpu_results}
 mkdir -p "$RESULTS"
