@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minisegnet.train import TrainConfig, train
+from minisegnet.recipe import TrainConfig
+from minisegnet.train import train
 
 HERE = Path(__file__).resolve().parent
 

@@ -5,10 +5,17 @@ minisegnet evaluate runs/unet-shapes/checkpoint_best.npz                    per-
 minisegnet predict runs/unet-shapes/checkpoint_best.npz photo.png ...       colour masks and overlays
 minisegnet gradcheck                                                        every op and loss, float64
 minisegnet bench --device both --compare-torch                              CPU against GPU (and torch)
+
+Exit codes: 0 done, 1 the environment failed (no GPU, disk full, out of memory, a folder not writable),
+2 bad input (a flag, a file, a checkpoint), 3 training diverged, 130 interrupted. Errors are one line;
+``--debug`` (before the command) or ``MINISEGNET_DEBUG=1`` shows the traceback instead. ``--device``
+defaults to ``MINISEGNET_DEVICE`` (cpu when unset).
 """
 
 import argparse
 import dataclasses
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -16,43 +23,55 @@ from . import __version__
 
 
 def _add_config_options(parser):
-    # One option per TrainConfig field, so the CLI and the config can never drift apart.
-    from .train import HELP, TrainConfig
+    # One option per TrainConfig field, so the CLI and the config can never drift apart. Flags not given are
+    # left out of the parsed arguments (SUPPRESS): what was given explicitly wins over --quick and --resume checks.
+    from .recipe import HELP, TrainConfig
 
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
+        shown = "" if field.name == "name" else f" (default: {field.default})"
         if field.type in (bool, "bool"):
             parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=field.default, help=HELP[field.name]
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=HELP[field.name]
             )
         else:
             kind = {"int": int, "float": float}.get(getattr(field.type, "__name__", field.type), str)
             parser.add_argument(
-                flag,
-                type=kind,
-                default=field.default,
-                metavar=field.name.upper(),
-                help=f"{HELP[field.name]} (default: {field.default})",
+                flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=HELP[field.name] + shown
             )
+    parser.add_argument("--threads", type=int, default=None, help="deprecated: the old name of --blas-threads")
+
+
+def _env_device():
+    return os.environ.get("MINISEGNET_DEVICE", "").strip().lower() or "cpu"
 
 
 def cmd_train(args):
-    from .train import NonFiniteLoss, TrainConfig, train
+    from . import runs
+    from .recipe import TrainConfig
+    from .train import Diverged, train
 
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if args.threads is not None:
+        print("note: --threads is now --blas-threads (BLAS's threads, not minisegnet's own)", file=sys.stderr)
+        given.setdefault("blas_threads", args.threads)
+    cfg = TrainConfig(**{"device": _env_device(), **given})
     try:
-        summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+        summary = train(cfg, resume=args.resume, progress=not args.no_progress, explicit=list(given))
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: minisegnet train --name {cfg.name} --resume", file=sys.stderr)
+        if (cfg.run_dir / "checkpoint_last.npz").exists():
+            print(f"\ninterrupted; continue with: {runs.resume_command(cfg)}", file=sys.stderr)
+        else:
+            print(f"\ninterrupted before the first checkpoint: {cfg.run_dir} was not written", file=sys.stderr)
         return 130
-    except NonFiniteLoss as e:
+    except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 3
     final = summary["final"]
     print(
         f"done in {summary['train_seconds']:.0f} s: val mIoU {final['miou']:.3f}, foreground mIoU "
         f"{final['fg_miou']:.3f}, pixel accuracy {final['pixel_acc']:.3f}; peak memory "
-        f"{summary['peak_memory_mb']:.0f} MB; results in {cfg.resolved().run_dir}/"
+        f"{summary['peak_memory_mb']:.0f} MB; results in {cfg.run_dir}/"
     )
     return 0
 
@@ -101,18 +120,21 @@ def build_parser():
         epilog="Run `minisegnet <command> --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"minisegnet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="command")
 
     p = sub.add_parser("train", help="train a model and write runs/<name>/ (checkpoints, metrics, plots)")
     _add_config_options(p)
-    p.add_argument("--resume", action="store_true", help="continue from runs/<name>/checkpoint_last.npz")
+    p.add_argument(
+        "--resume", action="store_true", help="continue runs/<name>/ with its saved configuration (flags must agree)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="per-class IoU and Dice of a checkpoint on a data set")
     p.add_argument("checkpoint")
     p.add_argument("--data", default=None, help="shapes, digits, nuclei or a folder (default: the run's data)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=_env_device())
     p.add_argument("--json", default=None, help="where to write the metrics (default: beside the checkpoint)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -120,11 +142,11 @@ def build_parser():
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--out", default="predictions")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=_env_device())
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("gradcheck", help="float64 gradient check of every op and loss; non-zero exit on failure")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=_env_device())
     p.add_argument("--only", default=None, help="comma-separated case names")
     p.set_defaults(func=cmd_gradcheck)
 
@@ -132,6 +154,29 @@ def build_parser():
         "bench", help="CPU against GPU (and PyTorch) benchmarks; see benchmarks/README.md", add_help=False
     )
     return parser
+
+
+# Exceptions that mean the input was wrong (exit 2); any other is the environment's failure (exit 1).
+BAD_INPUT = (ValueError, TypeError, LookupError, EOFError, ZeroDivisionError, FileNotFoundError, FileExistsError)
+OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or pass another --out",
+    errno.EACCES: "no permission: pass a folder you can write to (--out)",
+    errno.EROFS: "the file system is read-only: pass another --out",
+    errno.ENOTDIR: "a file stands where a folder should be: --out must be a folder",
+    errno.EEXIST: "a file stands where a folder should be: --out must be a folder",
+}
+
+
+def explain(e):
+    """(exit code, one-line message) for an exception the CLI met."""
+    if isinstance(e, MemoryError):
+        return 1, "out of memory: try a smaller --batch-size, --size or --base-channels (or a smaller image)"
+    if isinstance(e, OSError) and e.filename is not None:  # raised by the OS: say which file and what to do
+        hint = OS_HINTS.get(e.errno, "check the path")
+        return (2 if isinstance(e, BAD_INPUT) else 1), f"{e.strerror}: {e.filename}; {hint}"
+    if isinstance(e, BAD_INPUT):
+        return 2, str(e) if not isinstance(e, KeyError) else f"missing entry {e}"
+    return 1, f"{e} ({type(e).__name__}; rerun with --debug for the traceback)"
 
 
 def main(argv=None):
@@ -145,9 +190,12 @@ def main(argv=None):
         return 0
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:
+        if args.debug or os.environ.get("MINISEGNET_DEBUG") == "1":
+            raise
+        code, message = explain(e)
+        print(f"error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

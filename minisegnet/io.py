@@ -8,7 +8,10 @@ and all the plain values go, as JSON, into one more entry named ``__meta__``. Lo
 ``np.load(allow_pickle=False)``, so a checkpoint can hold no code, only numbers.
 
 The file is written to a temporary file in the same directory and renamed over ``path`` with ``os.replace``
-(atomic on POSIX and Windows), so a crash mid-write leaves the previous checkpoint intact.
+(atomic on POSIX and Windows), so a crash mid-write leaves the previous checkpoint intact; the file gets the
+permissions the user's umask gives any new file (``mkstemp`` alone would make it private).
+
+``to_json(obj)`` writes metrics as strict JSON: NaN and Inf become ``null``.
 """
 
 import json
@@ -76,6 +79,7 @@ def save(path, obj):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, arrays)
             f.flush()
@@ -86,6 +90,27 @@ def save(path, obj):
             os.remove(tmp)
         raise
     return path
+
+
+def _umask():
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def to_json(obj):
+    """``obj`` as indented strict JSON text: NaN and Inf (which ``json.dumps`` writes as bare NaN) become null."""
+
+    def finite(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
 
 
 def _write_npz(f, arrays):
@@ -111,8 +136,9 @@ def load(path):
         meta = json.loads(str(flat.pop(META)))
         if meta.get("format") != FORMAT:
             raise ValueError(f"unknown format {meta.get('format')!r}")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise ValueError(f"{path!r} is not a readable minisegnet checkpoint (.npz written by save): {e}") from None
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        why = "not an .npz archive" if "pickle" in str(e) or isinstance(e, EOFError) else e  # not NumPy's advice
+        raise ValueError(f"{path!r} is not a readable minisegnet checkpoint (.npz written by save): {why}") from None
 
     out = {}
     leaves = {**flat, **meta["values"]}

@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import ops as F
+from .backend import get_array_module
 from .nn import Module, Parameter, default_rng
 
 
@@ -135,6 +136,7 @@ class BatchNorm2d(Module):
     Training: normalise with the batch mean and (biased) variance and update the running statistics,
     ``running = (1 - momentum) * running + momentum * batch`` (the unbiased variance, as PyTorch does).
     Evaluation: normalise with the running statistics. Then scale by ``weight`` and shift by ``bias``, both (C,).
+    A channel whose batch statistics are not finite (a NaN in the batch) keeps its running statistics as they were.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
@@ -151,11 +153,15 @@ class BatchNorm2d(Module):
     def forward(self, x):
         if x.ndim != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), got {x.shape}")
-        if self.training:
-            self.num_batches_tracked += 1  # in place, so the 0-d array keeps its identity and device
-        return F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum, self.eps
-        )
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0, self.eps)
+        self.num_batches_tracked += 1  # in place, so the 0-d array keeps its identity and device
+        xp = get_array_module(self.running_mean)
+        before = [self.running_mean.copy(), self.running_var.copy()]
+        y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, self.momentum, self.eps)
+        for running, old in zip((self.running_mean, self.running_var), before):
+            running[...] = xp.where(xp.isfinite(running), running, old)
+        return y
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"

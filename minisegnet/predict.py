@@ -2,10 +2,10 @@
 
 A U-Net of depth d needs sides divisible by 2^d (an FCN by 32); ``segment_image`` pads an image of
 any size by reflection up to the next valid size and crops the prediction back, so every pixel of
-the original gets a label.
+the original gets a label. An image of more than ``TILE_LIMIT`` pixels is segmented in overlapping
+windows of about ``TILE`` pixels a side, each keeping only its centre, so memory stays that of one window.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +13,47 @@ from PIL import Image
 
 from .data import colorize
 from .data.folder import IMAGE_SUFFIXES, load_image
+from .io import to_json
 from .plots import predict_masks
-from .train import evaluate_model, ignore_index_of, load_datasets, load_model
+from .recipe import ignore_index_of, load_datasets, side_multiple
+from .train import evaluate_model, load_model
+
+TILE_LIMIT = 1024 * 1024  # pixels; a larger image is segmented window by window
+TILE = 256  # a window's side, rounded up to what the model takes
 
 
-def _multiple(cfg):
-    return 32 if cfg.model.startswith("fcn") else 2**cfg.depth
+def _pad(image, rows, cols):
+    # rows, cols: (before, after) pads. Reflection needs each pad to be smaller than the side.
+    H, W = image.shape[1:]
+    mode = "reflect" if max(rows) < H and max(cols) < W else "edge"
+    return np.pad(image, ((0, 0), rows, cols), mode=mode)
 
 
 def segment_image(model, cfg, image, device="cpu"):
     """image (3, H, W) float32 in [0, 1] -> mask (H, W) int64, padding to a size the model accepts."""
-    m = _multiple(cfg)
+    m = side_multiple(cfg)
     H, W = image.shape[1:]
-    ph, pw = -H % m, -W % m
-    mode = "reflect" if ph < H and pw < W else "edge"  # reflection needs the pad to be smaller than the side
-    padded = np.pad(image, ((0, 0), (0, ph), (0, pw)), mode=mode)
+    if H * W > TILE_LIMIT:
+        return _segment_tiles(model, image, m, device)
+    padded = _pad(image, (0, -H % m), (0, -W % m))
     return predict_masks(model, padded[None], device)[0, :H, :W]
+
+
+def _segment_tiles(model, image, m, device):
+    # Windows of side `window` step by `core`; each labels only its centre core x core, so every pixel is
+    # labelled from a window that sees `margin` pixels of context around it on every side.
+    margin = -(-max(TILE // 8, m) // m) * m
+    window = -(-max(TILE, 4 * margin) // m) * m
+    core = window - 2 * margin
+    H, W = image.shape[1:]
+    rows, cols = -(-H // core), -(-W // core)
+    padded = _pad(image, (margin, rows * core - H + margin), (margin, cols * core - W + margin))
+    mask = np.empty((rows * core, cols * core), dtype=np.int64)
+    for y in range(0, rows * core, core):
+        for x in range(0, cols * core, core):
+            labels = predict_masks(model, padded[None, :, y : y + window, x : x + window], device)[0]
+            mask[y : y + core, x : x + core] = labels[margin : margin + core, margin : margin + core]
+    return mask[:H, :W]
 
 
 def overlay(image, mask, palette, alpha=0.45):
@@ -97,6 +122,6 @@ def evaluate_checkpoint(checkpoint, data=None, device="cpu", json_path=None):
     print(f"{checkpoint} on {cfg.data} ({len(val_ds)} validation images)")
     print(format_metrics_table(result, val_ds.class_names))
     json_path = Path(json_path) if json_path else Path(checkpoint).with_suffix(".eval.json")
-    json_path.write_text(json.dumps({"checkpoint": str(checkpoint), "data": cfg.data, **result}, indent=2))
+    json_path.write_text(to_json({"checkpoint": str(checkpoint), "data": cfg.data, **result}))
     print(f"wrote {json_path}")
     return result

@@ -1,6 +1,6 @@
 """What a training run is made of: its config, data, model, loss and optimiser, built from a ``TrainConfig``.
 
-``minisegnet.train`` runs them; every name here is also importable from there.
+``minisegnet.train`` runs them.
 
     >>> from minisegnet.recipe import TrainConfig
     >>> TrainConfig(quick=True).resolved().epochs
@@ -23,7 +23,7 @@ WARMUP_STEPS = 200  # the learning rate rises over this many steps first: a fast
 
 # One line of help per TrainConfig field, shown by `minisegnet train --help`.
 HELP = {
-    "name": "run folder name under --out",
+    "name": "run folder name under --out (default: <model>-<data>, e.g. unet-shapes)",
     "data": "shapes | digits | nuclei | a folder with images/ and masks/",
     "model": "unet | segnet | fcn8s | fcn16s | fcn32s",
     "block": "U-Net block: plain | residual | dense",
@@ -46,10 +46,15 @@ HELP = {
     "fresh_data": "new generated training images every epoch (shapes, digits); --no-fresh-data repeats one set",
     "seed": "seeds the data, the initial weights, the data order and the augmentations",
     "device": 'cpu | gpu (needs CuPy: pip install -e ".[gpu]")',
-    "threads": "BLAS threads on the CPU, 0 for all cores (1 is fastest for the default model on 2 cores: the "
-    "other core draws the next epoch's images)",
+    "blas_threads": "threads of the BLAS library (NumPy's matrix products) on the CPU, 0 for all cores (1 is "
+    "fastest for the default model on 2 cores: the other core draws the next epoch's images); minisegnet's own "
+    "convolution threads are minisegnet.set_num_threads",
+    "num_classes": "number of classes of a folder's masks (0: count them); a label outside 0..N-1 (but 255) is an "
+    "error naming the file",
+    "mask_values": "comma-separated mask values that are the classes 0, 1, 2, ... in a folder's masks, e.g. 0,255 "
+    "for black-and-white masks (default: the values are the classes)",
     "out": "folder that holds the run folders",
-    "quick": "tiny sizes and 2 epochs (also set by MINISEGNET_QUICK=1)",
+    "quick": "tiny sizes and 2 epochs for the sizes not given explicitly (also set by MINISEGNET_QUICK=1)",
 }
 
 
@@ -57,7 +62,7 @@ HELP = {
 class TrainConfig:
     """Everything a run depends on; saved as ``config.json`` and in every checkpoint (HELP explains each field)."""
 
-    name: str = "unet-shapes"
+    name: str = ""
     data: str = "shapes"
     model: str = "unet"
     block: str = "plain"
@@ -79,21 +84,57 @@ class TrainConfig:
     fresh_data: bool = True
     seed: int = 0
     device: str = "cpu"
-    threads: int = 1
+    blas_threads: int = 1
+    num_classes: int = 0
+    mask_values: str = ""
     out: str = "runs"
     quick: bool = False
 
-    def resolved(self):
-        """The config with quick mode's small sizes applied (``MINISEGNET_QUICK=1`` sets it too)."""
+    def resolved(self, keep=()):
+        """The config with its run name filled in and, in quick mode (``MINISEGNET_QUICK=1`` sets it too), the
+        small sizes of ``QUICK`` for the fields that still hold their default and are not named in ``keep``
+        (the command line passes the flags given explicitly: they win over quick mode)."""
+        cfg = dataclasses.replace(self, name=self.run_dir.name)
         if not (self.quick or os.environ.get("MINISEGNET_QUICK") == "1"):
-            return self
-        return dataclasses.replace(
-            self, quick=True, epochs=2, n_train=32, n_val=16, size=32, batch_size=8, base_channels=4, depth=2
-        )
+            return cfg
+        defaults = TrainConfig()
+        small = {k: v for k, v in QUICK.items() if k not in keep and getattr(self, k) == getattr(defaults, k)}
+        return dataclasses.replace(cfg, quick=True, **small)
 
     @property
     def run_dir(self):
-        return Path(self.out) / self.name
+        """``out/name``; an empty name becomes ``<model>-<data>`` (a folder's last part for your own data)."""
+        return Path(self.out) / (self.name or f"{self.model}-{Path(self.data).name or 'data'}")
+
+    def check(self):
+        """Raise a ValueError naming the first numeric field whose value cannot make a run, and its flag."""
+        for field, low in LOWEST.items():
+            value = getattr(self, field)
+            whole = isinstance(getattr(TrainConfig, field), int)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < float("inf")
+            if not (number and value >= low and (value > 0 or field != "lr") and (not whole or value == int(value))):
+                kind = "a whole number" if whole else "a finite number"
+                bound = "> 0" if field == "lr" else f">= {low}"
+                raise ValueError(f"--{field.replace('_', '-')} {value!r} is out of range: expected {kind} {bound}")
+        return self
+
+
+# Quick mode: tiny sizes and 2 epochs (what the tests and the lessons' quick runs use).
+QUICK = {"epochs": 2, "n_train": 32, "n_val": 16, "size": 32, "batch_size": 8, "base_channels": 4, "depth": 2}
+# The smallest value of each numeric field that makes a run (lr must also be > 0).
+LOWEST = {
+    "base_channels": 1,
+    "depth": 0,
+    "lr": 0,
+    "weight_decay": 0,
+    "epochs": 1,
+    "batch_size": 1,
+    "n_train": 1,
+    "n_val": 1,
+    "size": 1,
+    "blas_threads": 0,
+    "num_classes": 0,
+}
 
 
 SYNTHETIC = ("shapes", "digits")
@@ -130,20 +171,79 @@ def epoch_data(cfg, epoch):
 
 
 def _folder_split(cfg):
-    # Your own images: read every pair once, hold out a seeded 20% for validation.
-    folder = data.FolderDataset(cfg.data)
+    # Your own images: read every pair once, check the labels, hold out a seeded 20% for validation.
+    values = parse_mask_values(cfg.mask_values)
+    folder = data.FolderDataset(cfg.data, num_classes=None if values or not cfg.num_classes else cfg.num_classes)
     pairs = [folder[i] for i in range(len(folder))]
     sizes = sorted({image.shape[1:] for image, _ in pairs})
     if len(sizes) > 1:
         raise ValueError(f"images in {cfg.data} have different sizes {sizes[:3]}...; resize them to one size first")
     images, masks = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    if values:
+        masks = map_mask_values(masks, values, cfg.data)
+    num_classes = check_masks(masks, cfg.data, cfg.num_classes or len(values))
     order = np.random.default_rng(cfg.seed).permutation(len(pairs))
     n_val = max(1, len(pairs) // 5)
-    names = folder.class_names
+    names = ("background",) + tuple(f"class {c}" for c in range(1, num_classes))
     return (
         data.ArrayDataset(images[order[n_val:]], masks[order[n_val:]], names, name=f"{cfg.data} train"),
         data.ArrayDataset(images[order[:n_val]], masks[order[:n_val]], names, name=f"{cfg.data} val"),
     )
+
+
+MAX_CLASSES = 256  # more would be a stray label or 16-bit values, not classes (and memory for C score maps)
+
+
+def parse_mask_values(text):
+    """``"0,255"`` -> [0, 255]: the mask values that become the classes 0, 1, ...; ``""`` -> []."""
+    try:
+        values = [int(v) for v in text.split(",")] if text.strip() else []
+    except ValueError:
+        raise ValueError(f"--mask-values {text!r} must be comma-separated whole numbers, e.g. 0,255") from None
+    if len(set(values)) != len(values) or len(values) == 1:
+        raise ValueError(f"--mask-values {text!r} must name two or more different values, e.g. 0,255")
+    return values
+
+
+def map_mask_values(masks, values, source):
+    """masks (N, H, W) with ``values[k]`` -> class k; 255 not in ``values`` stays the ignore label."""
+    order = np.argsort(values)
+    ranked = np.asarray(values)[order]
+    at = np.searchsorted(ranked, masks).clip(0, len(values) - 1)
+    hit = ranked[at] == masks
+    stray = ~hit & (masks != IGNORE_INDEX)
+    if stray.any():
+        raise ValueError(f"a mask in {source} holds the value {masks[stray][0]}, which --mask-values {values} lacks")
+    return np.where(hit, order[at], IGNORE_INDEX)
+
+
+def check_masks(masks, source, num_classes=0):
+    """The number of classes of masks (N, H, W), or a ValueError for labels that would train a useless model:
+    no foreground, a label far beyond the others, more than ``MAX_CLASSES``. ``num_classes`` > 0 was given."""
+    labels = np.unique(masks)
+    labels = labels[labels != IGNORE_INDEX]
+    seen = ", ".join(map(str, np.unique(masks)[:8]))
+    if labels.size == 0 or labels.max() == 0:
+        hint = "; black-and-white masks? --mask-values 0,255 makes 255 the class 1" if IGNORE_INDEX in masks else ""
+        raise ValueError(f"the masks in {source} hold no foreground label (values: {seen}){hint}")
+    top = int(labels.max())
+    if num_classes:
+        if top >= num_classes:
+            raise ValueError(f"the masks in {source} hold label {top}, outside --num-classes {num_classes}")
+        return num_classes
+    if top >= MAX_CLASSES:
+        raise ValueError(
+            f"the masks in {source} hold label {top}: more than {MAX_CLASSES} classes; name the values that are "
+            f"classes with --mask-values (e.g. {','.join(map(str, labels[:3]))},...)"
+        )
+    mapping = f"--mask-values {','.join(map(str, labels))}"
+    second = int(labels[-2]) if labels.size > 1 else 0
+    if top > 2 * second + 8:
+        raise ValueError(
+            f"the masks in {source} hold label {top}, far beyond the others (values: {seen}); a stray label? "
+            f"Map the values to classes with {mapping}, or keep them with --num-classes {top + 1}"
+        )
+    return top + 1
 
 
 def ignore_index_of(cfg):
@@ -165,6 +265,11 @@ def build_model(cfg, in_channels, num_classes):
     if cfg.model in ("fcn8s", "fcn16s", "fcn32s"):
         return models.FCN(in_channels, num_classes, variant=cfg.model[3:], base_channels=cfg.base_channels)
     raise ValueError(f"unknown model {cfg.model!r}: expected unet, segnet, fcn8s, fcn16s or fcn32s")
+
+
+def side_multiple(cfg):
+    """Image sides the model takes are multiples of this: 2**depth for a U-Net or SegNet, 32 for an FCN."""
+    return 32 if cfg.model.startswith("fcn") else 2**cfg.depth
 
 
 def make_loss(cfg, train_masks, num_classes, device):

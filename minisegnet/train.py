@@ -1,15 +1,18 @@
 """Training, evaluation and checkpoints: what ``minisegnet train`` and ``minisegnet evaluate`` run.
 
-    >>> from minisegnet.train import TrainConfig
+    >>> from minisegnet.recipe import TrainConfig
     >>> TrainConfig(quick=True).resolved().epochs
     2
 
 A run writes ``runs/<name>/``: ``config.json``, ``checkpoint_last.npz`` and ``checkpoint_best.npz``
 (model, optimiser, schedule, history; no pickle, written to a temporary file and renamed),
-``metrics.json`` (per-epoch history and the final validation metrics), ``curves.png`` and
-``predictions.png``. ``resume=True`` continues from ``checkpoint_last.npz`` and ends with exactly
-the weights an uninterrupted run with the same seed reaches (data order, augmentation and
-initialisation all come from the seed and the epoch number).
+``metrics.json`` (per-epoch history and the final validation metrics, strict JSON), ``curves.png`` and
+``predictions.png``. Nothing is written before the first epoch's checkpoint, and a folder that holds
+checkpoints is never trained into again. ``resume=True`` continues from ``checkpoint_last.npz`` with the
+configuration saved there and ends with exactly the weights an uninterrupted run with the same seed
+reaches (data order, augmentation and initialisation all come from the seed and the epoch number).
+Training stops with ``Diverged`` when the loss stops being finite or blows up (``LOSS_LIMIT``), or when
+the weights or batch-norm statistics do.
 """
 
 import dataclasses
@@ -20,22 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import io, metrics, models
-from .backend import check_device, get_array_module, to_device
+from . import io, metrics, models, recipe, runs
+from .backend import check_device, to_device
 from .data.augment import Compose, flip, rot90
 from .data.loader import DataLoader
-from .recipe import (  # noqa: F401  (re-exported: train.TrainConfig etc. are the documented names)
-    HELP,
-    SYNTHETIC,
-    TrainConfig,
-    build_model,
-    epoch_data,
-    ignore_index_of,
-    load_datasets,
-    make_loss,
-    make_optimizer,
-)
+from .recipe import TrainConfig, build_model  # lessons 08 and 09 still import these two from here
 from .tensor import no_grad
+
+# Our losses start near log(C) (< 6 for up to 256 classes; border weights multiply that by at most 11):
+# a loss above this means the weights have blown up, whatever it does next.
+LOSS_LIMIT = 1e4
 
 
 @no_grad()
@@ -49,90 +46,133 @@ def evaluate_model(model, dataset, batch_size=32, device="cpu", ignore_index=Non
     return meter.compute()
 
 
-class NonFiniteLoss(RuntimeError):
-    """Training produced a NaN or Inf loss; the last good checkpoint is left untouched."""
+class Diverged(RuntimeError):
+    """Training blew up (a NaN, Inf or exploding loss, or non-finite weights or running statistics); the last
+    good checkpoint is left untouched and stays the best."""
+
+
+NonFiniteLoss = Diverged  # the earlier name
+
+
+def _diverged(what, step, lr, checkpoint):
+    kept = f"{checkpoint} holds the last good epoch" if checkpoint else "no checkpoint was written"
+    return Diverged(
+        f"training diverged at step {step} (learning rate {lr:.3g}): {what}. Stopped without saving it: "
+        f"{kept}. Try a lower --lr"
+    )
 
 
 def train_epoch(model, batches, loss_fn, opt, schedule, meter, step, device="cpu", checkpoint=None):
     """One pass over ``batches`` (a DataLoader, or tqdm around one): forward, loss, backward, then an
     optimiser and a schedule step per batch. ``meter`` collects the training predictions.
 
-    Returns (the losses, still on the device; the step count after the pass). Raises
-    ``NonFiniteLoss`` naming the step, before any weight changes, when a loss is NaN or Inf.
+    Returns (the losses, still on the device; the step count after the pass). Raises ``Diverged``
+    naming the step and the learning rate, before any weight changes, when a loss is NaN, Inf or
+    above ``LOSS_LIMIT`` (also when the loss function itself refuses non-finite logits).
     """
     losses = []
     for images, masks in batches:
         images, masks = to_device(images, device), to_device(masks, device)
         logits = model(images)
-        loss = loss_fn(logits, masks)
         step += 1
-        # One 4-byte device-to-host read per step: a NaN must stop us before it reaches the weights.
-        if not bool(get_array_module(loss.data).isfinite(loss.data)):
-            kept = f"{checkpoint} holds the last good epoch" if checkpoint else "no checkpoint was written"
-            raise NonFiniteLoss(
-                f"loss became {float(loss.data)} at step {step}; stopped without updating the weights, "
-                f"and {kept}. Try a lower --lr."
-            )
+        try:
+            loss = loss_fn(logits, masks)
+        except ValueError as e:  # the losses check their input: non-finite logits are our divergence, said so
+            if "finite" not in str(e):
+                raise
+            raise _diverged(f"the logits are not finite ({e})", step, opt.lr, checkpoint) from None
+        # Device-to-host reads per step: the loss value here (one number: NaN and Inf fail the comparison),
+        # and the losses' own input checks (each one boolean: logits finite, labels in range, ...).
+        value = float(loss.data)
+        if not value < LOSS_LIMIT:
+            raise _diverged(f"the loss became {value:.3g} (limit {LOSS_LIMIT:g})", step, opt.lr, checkpoint)
         opt.zero_grad()
         loss.backward()
         opt.step()
         schedule.step()
-        losses.append(loss.data)  # stays on the device; summed once per epoch
+        losses.append(value)
         meter.update(logits.data, masks)
         if len(losses) % 10 == 0 and hasattr(batches, "set_postfix"):
-            batches.set_postfix(loss=f"{float(loss.data):.4f}", miou=f"{meter.compute()['miou']:.3f}")
+            batches.set_postfix(loss=f"{value:.4f}", miou=f"{meter.compute()['miou']:.3f}")
     return losses, step
 
 
-def train(cfg, resume=False, progress=True, on_epoch_end=None):
+def _check_finite_state(state, step, lr, checkpoint):
+    # The host copies the checkpoint writes anyway: weights and batch-norm statistics, read once per epoch.
+    for name, value in state["model"].items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise _diverged(f"{name} is no longer finite", step, lr, checkpoint)
+
+
+def train(cfg, resume=False, progress=True, on_epoch_end=None, explicit=None):
     """Train as ``cfg`` says and return the final metrics dict (also written to ``metrics.json``).
 
-    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is written (tests use it to
-    interrupt a run). Raises ``NonFiniteLoss`` naming the step when the loss stops being finite.
+    ``resume``: continue ``cfg.run_dir`` with its saved configuration; a setting of ``cfg`` that differs is a
+    ValueError (only the fields named in ``explicit``, when given: the command line's flags, which also
+    win over quick mode). Without ``resume`` a run folder that holds checkpoints is a FileExistsError.
+    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoints are written (tests use it to
+    interrupt a run). Raises ``Diverged`` naming the step when training blows up.
     """
     from threadpoolctl import threadpool_limits
 
-    cfg = cfg.resolved()
-    if int(cfg.threads) != cfg.threads or cfg.threads < 0:
-        raise ValueError(f"threads must be a whole number >= 0 (0: all cores), got {cfg.threads!r}")
-    with threadpool_limits(limits=cfg.threads or None):
-        return _train(cfg, resume, progress, on_epoch_end)
+    cfg = cfg.resolved(keep=explicit or ())
+    state = None
+    if resume:
+        state = runs.last_state(cfg)
+        cfg = runs.resumed_config(cfg, state["config"], explicit)
+    else:
+        runs.refuse_overwrite(cfg)
+    cfg.check()
+    with threadpool_limits(limits=cfg.blas_threads or None):
+        return _train(cfg, state, progress, on_epoch_end)
 
 
-def _train(cfg, resume, progress, on_epoch_end):
+def _restore(target, saved, where):
+    # A model, optimiser or schedule from a checkpoint; one of another model or depth is a one-line error.
+    try:
+        target.load_state_dict(saved)
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"{where} does not fit the model its configuration describes: {e}") from None
+
+
+def _train(cfg, state, progress, on_epoch_end):
     from tqdm import tqdm
 
     from .plots import plot_curves, plot_predictions
 
     device = check_device(cfg.device)
-    train_ds, val_ds = load_datasets(cfg)
+    train_ds, val_ds = recipe.load_datasets(cfg)
     steps_per_epoch = len(train_ds) // cfg.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_ds)} training images")
+        n = len(train_ds)
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; pass at most {n}")
+    side, H, W = recipe.side_multiple(cfg), *train_ds[0][0].shape[1:]
+    if H % side or W % side:
+        raise ValueError(
+            f"{cfg.model} with --depth {cfg.depth} takes image sides divisible by {side}, but the images are "
+            f"{H}x{W}: pass --size {-(-max(H, W) // side) * side} (your own images: resize them) or a smaller --depth"
+        )
     model = build_model(cfg, 3, train_ds.num_classes).to(device)
-    opt, schedule = make_optimizer(cfg, model, steps_per_epoch)
-    loss_fn = make_loss(cfg, np.asarray(train_ds.masks), train_ds.num_classes, device)
+    opt, schedule = recipe.make_optimizer(cfg, model, steps_per_epoch)
+    loss_fn = recipe.make_loss(cfg, np.asarray(train_ds.masks), train_ds.num_classes, device)
     augment = Compose([flip, rot90]) if cfg.augment else None
     run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    last, best_path = run_dir / "checkpoint_last.npz", run_dir / "checkpoint_best.npz"
 
     start_epoch, history, best, elapsed = 0, [], -1.0, 0.0
-    last = run_dir / "checkpoint_last.npz"
-    if resume and last.exists():
-        state = io.load(last)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+    if state is not None:
+        for target, key in ((model, "model"), (opt, "optimizer"), (schedule, "schedule")):
+            _restore(target, state[key], last)
         start_epoch, history, best, elapsed = state["epoch"] + 1, state["history"], state["best"], state["elapsed"]
+        runs.clean_leftovers(run_dir)
 
     # Fresh training images for epoch e + 1 are drawn on a second thread while epoch e trains
     # (NumPy lets go of the interpreter lock inside its array operations, so the two overlap).
-    fresh = cfg.fresh_data and cfg.data in SYNTHETIC
-    ignore = ignore_index_of(cfg)  # 255 for your own folders: one answer for the meters and the evaluation
+    fresh = cfg.fresh_data and cfg.data in recipe.SYNTHETIC
+    ignore = recipe.ignore_index_of(cfg)  # 255 for your own folders: one answer for the meters and the evaluation
     prefetch = ThreadPoolExecutor(max_workers=1)
     # load_datasets drew epoch 0's images already; a resumed run draws those of its first epoch.
-    upcoming = prefetch.submit(epoch_data, cfg, start_epoch) if fresh and start_epoch > 0 else None
+    upcoming = prefetch.submit(recipe.epoch_data, cfg, start_epoch) if fresh and start_epoch > 0 else None
     step = start_epoch * steps_per_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -140,7 +180,7 @@ def _train(cfg, resume, progress, on_epoch_end):
             if fresh:
                 train_ds = train_ds if upcoming is None else upcoming.result()
                 if epoch + 1 < cfg.epochs:
-                    upcoming = prefetch.submit(epoch_data, cfg, epoch + 1)
+                    upcoming = prefetch.submit(recipe.epoch_data, cfg, epoch + 1)
             loader = DataLoader(
                 train_ds, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True, augment=augment
             )
@@ -153,7 +193,7 @@ def _train(cfg, resume, progress, on_epoch_end):
             elapsed += time.perf_counter() - t0
             record = {
                 "epoch": epoch + 1,
-                "train_loss": float(np.mean([float(v) for v in losses])),
+                "train_loss": float(np.mean(losses)),
                 "train_miou": meter.compute()["miou"],
                 "val_miou": val["miou"],
                 "val_fg_miou": val["fg_miou"],
@@ -175,10 +215,16 @@ def _train(cfg, resume, progress, on_epoch_end):
                 "class_names": list(train_ds.class_names),
                 "palette": np.asarray(train_ds.palette),
             }
-            io.save(last, state)
+            _check_finite_state(state, step, opt.lr, kept)
+            if epoch == start_epoch:  # the folder and config.json appear only once a first epoch has succeeded
+                run_dir.mkdir(parents=True, exist_ok=True)
+                runs.clean_leftovers(run_dir)
+                (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            # Best first, then last: a kill between the two resumes from the earlier last and redoes this epoch.
             if val["fg_miou"] > best:
                 best = val["fg_miou"]
-                io.save(run_dir / "checkpoint_best.npz", state)
+                io.save(best_path, state)
+            io.save(last, state)
             if progress:
                 print(
                     f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val mIoU {val['miou']:.3f}  "
@@ -198,7 +244,7 @@ def _train(cfg, resume, progress, on_epoch_end):
         "parameters": models.count_parameters(model),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / "metrics.json").write_text(io.to_json(summary))
     plot_curves(history, run_dir / "curves.png")
     plot_predictions(model, val_ds, run_dir / "predictions.png", device=device)
     return summary
@@ -207,9 +253,13 @@ def _train(cfg, resume, progress, on_epoch_end):
 def load_model(checkpoint):
     """Rebuild the model saved in a checkpoint; returns (model, config, checkpoint state)."""
     state = io.load(checkpoint)
+    if not isinstance(state.get("config"), dict) or "num_classes" not in state or "model" not in state:
+        raise ValueError(f"{checkpoint} lacks a model, config or class count: not a `minisegnet train` checkpoint")
+    saved = dict(state["config"])
+    saved.setdefault("blas_threads", saved.pop("threads", 1))  # checkpoints from before the rename
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in fields})
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
     model = build_model(cfg, 3, state["num_classes"])
-    model.load_state_dict(state["model"])
+    _restore(model, state["model"], checkpoint)
     model.eval()
     return model, cfg, state

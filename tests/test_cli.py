@@ -59,7 +59,6 @@ def test_gradcheck_command_prints_a_table(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--device", "gpu", "--quick"], "[gpu]"),
         (["train", "--quick", "--model", "resnet"], "resnet"),
         (["predict", "missing.npz", "x.png"], "missing.npz"),
     ],

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from minisegnet import io, train
-from minisegnet.train import NonFiniteLoss, TrainConfig
+from minisegnet import io, recipe, train
+from minisegnet.recipe import TrainConfig
+from minisegnet.train import Diverged
 
 
 def quick(tmp_path, **kw):
@@ -52,7 +53,7 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
-    make_loss, calls = train.make_loss, []
+    make_loss, calls = recipe.make_loss, []
 
     def poisoned(*args):
         loss = make_loss(*args)
@@ -63,8 +64,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, 
 
         return fn
 
-    monkeypatch.setattr(train, "make_loss", poisoned)
-    with pytest.raises(NonFiniteLoss, match="at step 6"):
+    monkeypatch.setattr(recipe, "make_loss", poisoned)
+    with pytest.raises(Diverged, match="at step 6"):
         train.train(quick(tmp_path, name="nan"), progress=False)
     state = io.load(tmp_path / "nan" / "checkpoint_last.npz")
     assert state["epoch"] == 0
@@ -78,7 +79,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path, 
         ("loss", "focal", "'focal'"),
         ("data", "imagenet", "'imagenet'"),
         ("optimizer", "lion", "'lion'"),
-        ("threads", -1, "threads must be"),
+        ("blas_threads", -1, "--blas-threads -1 is out of range"),
+        ("batch_size", 0, "--batch-size 0 is out of range"),
+        ("lr", 0.0, "--lr 0.0 is out of range"),
     ],
 )
 def test_bad_config_values_are_named(tmp_path, field, value, message):
@@ -102,7 +105,7 @@ def test_each_loss_option_is_what_it_says(loss):
 
     rng = np.random.default_rng(0)
     logits, masks = msn.tensor(rng.standard_normal((2, 3, 4, 4))), rng.integers(0, 3, (2, 4, 4))
-    got = train.make_loss(TrainConfig(loss=loss), masks, 3, "cpu")(logits, masks).item()
+    got = recipe.make_loss(TrainConfig(loss=loss), masks, 3, "cpu")(logits, masks).item()
     ce = F.cross_entropy(logits, masks).item()
     dice = F.soft_dice_loss(F.softmax(logits, axis=1), masks, reduce_batch=True).item()  # one Dice per class
     assert got == pytest.approx({"ce": ce, "dice": dice, "ce+dice": ce + dice}[loss], rel=1e-12)

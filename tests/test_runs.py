@@ -1,0 +1,173 @@
+"""minisegnet/runs.py through the real command line in a subprocess: a run folder is never overwritten,
+--resume continues the saved run (and nothing else), and a run killed at any moment resumes to the
+weights of an uninterrupted one."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minisegnet import io
+
+ROOT = Path(__file__).resolve().parents[1]
+# 3 epochs of 2 steps on 16x16 images: the smallest run that has a "between two epochs".
+TINY = "--size 16 --n-train 16 --n-val 8 --batch-size 8 --base-channels 4 --depth 2 --epochs 3 --no-progress".split()
+
+# Runs the CLI after patching one function to die (SIGKILL) or be interrupted (Ctrl-C) at a chosen moment:
+# argv: <moment> <n> <cli arguments...>. Moments: "step" (the n-th loss), "writing" (inside the n-th
+# checkpoint write, after the temporary file is written and before it is renamed), "saved" (right after
+# the n-th checkpoint write), "ctrl-c" (KeyboardInterrupt right after the n-th write).
+DRIVER = """
+import os, signal, sys
+from minisegnet import cli, io, recipe
+moment, n, calls = sys.argv[1], int(sys.argv[2]), []
+
+def stop():
+    calls.append(1)
+    if len(calls) == n and moment == "ctrl-c":
+        raise KeyboardInterrupt
+    if len(calls) == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def wrap(fn, before):
+    def wrapped(*args):
+        if before:
+            stop()
+        out = fn(*args)
+        if not before:
+            stop()
+        return out
+    return wrapped
+
+if moment == "writing":
+    io._write_npz = wrap(io._write_npz, before=False)
+elif moment == "step":
+    make_loss = recipe.make_loss
+    recipe.make_loss = lambda *a: wrap(make_loss(*a), before=True)
+else:
+    io.save = wrap(io.save, before=False)
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def cli(*argv, moment=None, n=0):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    head = ["-c", DRIVER, moment, str(n)] if moment else ["-m", "minisegnet"]
+    return subprocess.run([sys.executable, *head, *map(str, argv)], capture_output=True, text=True, env=env)
+
+
+def train(out, *flags, name="run", moment=None, n=0):
+    return cli("train", "--out", out, "--name", name, *TINY, *flags, moment=moment, n=n)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    done = train(out)
+    assert done.returncode == 0, done.stderr
+    return out / "run"
+
+
+def assert_same_run(run, reference):
+    for name in ("checkpoint_last.npz", "checkpoint_best.npz"):
+        got, want = io.load(run / name), io.load(reference / name)
+        assert got["epoch"] == want["epoch"], name
+        for key, value in want["model"].items():
+            np.testing.assert_array_equal(got["model"][key], value, err_msg=f"{name} {key}")
+    assert not list(run.glob("*.tmp")), "leftover temporary files are cleaned"
+
+
+def test_a_second_run_into_a_folder_with_checkpoints_is_refused_naming_resume_and_name(reference):
+    before = (reference / "checkpoint_best.npz").read_bytes()
+    again = train(reference.parent, "--lr", "0.05")
+    assert again.returncode == 2
+    assert "--resume" in again.stderr and "--name" in again.stderr and again.stderr.count("\n") == 1
+    assert (reference / "checkpoint_best.npz").read_bytes() == before
+
+
+def test_the_default_name_says_the_model_and_the_data(tmp_path):
+    done = cli(
+        "train", "--out", tmp_path, *TINY, "--epochs", "1", "--size", "32", "--model", "segnet", "--data", "digits"
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "segnet-digits" / "checkpoint_last.npz").exists() and "segnet-digits" in done.stdout
+
+
+def test_resume_of_nothing_is_an_error_and_writes_nothing(tmp_path):
+    done = train(tmp_path, "--resume", name="missing")
+    assert done.returncode == 2 and "nothing to resume" in done.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+def test_an_error_before_the_first_epoch_leaves_no_folder(tmp_path):
+    done = train(tmp_path, "--batch-size", "64", name="big")
+    assert done.returncode == 2 and "--batch-size 64" in done.stderr
+    assert not (tmp_path / "big").exists()
+
+
+@pytest.mark.parametrize(
+    "moment, n",
+    [
+        ("step", 3),  # in the middle of epoch 2
+        ("writing", 1),  # inside the first checkpoint write (best of epoch 1)
+        ("saved", 1),  # between writing epoch 1's best and its last checkpoint
+        ("saved", 2),  # between epochs 1 and 2, both checkpoints written
+        ("writing", 4),  # inside epoch 2's last checkpoint write
+    ],
+)
+def test_killed_at_any_moment_resume_ends_with_the_uninterrupted_weights(tmp_path, reference, moment, n):
+    killed = train(tmp_path, moment=moment, n=n)
+    assert killed.returncode == -9, killed.stderr
+    run = tmp_path / "run"
+    if not (run / "checkpoint_last.npz").exists():
+        assert train(tmp_path, "--resume").returncode == 2  # nothing to resume yet: start again
+        done = train(tmp_path)
+    else:
+        done = cli("train", "--out", tmp_path, "--name", "run", "--resume", "--no-progress")  # no other flag
+    assert done.returncode == 0, done.stderr
+    assert_same_run(run, reference)
+
+
+def test_the_ctrl_c_hint_works_as_printed(tmp_path, reference):
+    stopped = train(tmp_path, "--lr", "0.005", moment="ctrl-c", n=2)
+    assert stopped.returncode == 130
+    command = stopped.stderr.split("continue with: ")[1].strip()
+    args = shlex.split(command)
+    assert args[:2] == ["minisegnet", "train"]
+    done = cli(*args[1:], "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert_same_run(tmp_path / "run", reference)
+
+
+def test_resume_keeps_the_saved_configuration_and_refuses_a_conflicting_flag(tmp_path):
+    first = train(tmp_path, "--lr", "0.002", "--epochs", "2", moment="ctrl-c", n=2)
+    assert first.returncode == 130
+    config = (tmp_path / "run" / "config.json").read_text()
+    refused = cli("train", "--out", tmp_path, "--name", "run", "--resume", "--lr", "0.01", "--no-progress")
+    assert refused.returncode == 2 and "--lr 0.01" in refused.stderr and "0.002" in refused.stderr
+    assert (tmp_path / "run" / "config.json").read_text() == config, "nothing written before validating"
+    done = cli("train", "--out", tmp_path, "--name", "run", "--resume", "--lr", "0.002", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["lr"] == 0.002 and saved["epochs"] == 2 and saved["size"] == 16
+
+
+def test_explicit_flags_win_over_quick_mode(tmp_path):
+    done = cli("train", "--out", tmp_path, "--name", "q", "--quick", "--epochs", "1", "--size", "16", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert saved["epochs"] == 1 and saved["size"] == 16 and saved["n_train"] == 32  # the rest from --quick
+
+
+def test_checkpoints_follow_the_umask_and_metrics_are_strict_json(reference):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("checkpoint_last.npz", "checkpoint_best.npz", "config.json"):
+        assert (reference / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    text = (reference / "metrics.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}"))
