@@ -157,7 +157,17 @@ def build_parser():
 
 
 # Exceptions that mean the input was wrong (exit 2); any other is the environment's failure (exit 1).
-BAD_INPUT = (ValueError, TypeError, LookupError, EOFError, ZeroDivisionError, FileNotFoundError, FileExistsError)
+BAD_INPUT = (
+    ValueError,
+    TypeError,
+    LookupError,
+    EOFError,
+    ZeroDivisionError,
+    FileNotFoundError,
+    FileExistsError,
+    NotADirectoryError,
+    IsADirectoryError,
+)
 OS_HINTS = {
     errno.ENOSPC: "the disk is full: free some space or pass another --out",
     errno.EACCES: "no permission: pass a folder you can write to (--out)",

@@ -8,6 +8,7 @@
 import dataclasses
 import json
 import shlex
+from pathlib import Path
 
 from . import io
 from .recipe import TrainConfig
@@ -28,6 +29,9 @@ def refuse_overwrite(cfg):
     One exception: the same run (same config.json) killed between its first two checkpoint writes holds
     only ``checkpoint_best.npz``; starting it again redoes that epoch and writes the same file.
     """
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; expected a folder to hold the run folders")
     found = sorted(p.name for p in cfg.run_dir.glob("checkpoint_*.npz")) if cfg.run_dir.is_dir() else []
     if found == ["checkpoint_best.npz"] and _same_config(cfg):
         return

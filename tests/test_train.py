@@ -127,3 +127,60 @@ def test_training_on_a_folder_ignores_the_255_label(tmp_path):
     cfg = quick(tmp_path / "runs", name="folder", data=str(tmp_path / "data"), class_weights="balanced")
     summary = train.train(cfg, progress=False)
     assert np.isfinite(summary["history"][-1]["train_loss"]) and 0 <= summary["final"]["miou"] <= 1
+
+
+def poison(monkeypatch, change):
+    """Make recipe.make_loss's loss call ``change(step, logits, loss_fn, masks)`` instead, from step 1."""
+    make_loss, calls = recipe.make_loss, []
+
+    def poisoned(*args):
+        loss_fn = make_loss(*args)
+
+        def fn(logits, masks):
+            calls.append(1)
+            return change(len(calls), logits, loss_fn, masks)
+
+        return fn
+
+    monkeypatch.setattr(recipe, "make_loss", poisoned)
+
+
+def test_an_exploding_loss_stops_training_and_the_last_good_checkpoint_stays_the_best(tmp_path, monkeypatch):
+    poison(monkeypatch, lambda step, logits, fn, masks: fn(logits, masks) * (1e9 if step > 5 else 1.0))
+    with pytest.raises(Diverged, match=r"at step 6 \(learning rate [0-9.e+-]+\): the loss became 2.*Try a lower --lr"):
+        train.train(quick(tmp_path, name="boom"), progress=False)
+    best = io.load(tmp_path / "boom" / "checkpoint_best.npz")
+    assert best["epoch"] == 0 and io.load(tmp_path / "boom" / "checkpoint_last.npz")["epoch"] == 0
+
+
+def test_the_loss_functions_own_nan_check_becomes_the_loops_message(tmp_path, monkeypatch):
+    poison(monkeypatch, lambda step, logits, fn, masks: fn(logits * np.nan if step == 2 else logits, masks))
+    with pytest.raises(Diverged, match="at step 2 .*the logits are not finite"):
+        train.train(quick(tmp_path, name="nan"), progress=False)
+    assert not (tmp_path / "nan").exists(), "no folder before a first good epoch"
+
+
+def test_non_finite_running_statistics_stop_training(tmp_path, monkeypatch):
+    build, models = recipe.build_model, []
+    monkeypatch.setattr(train, "build_model", lambda *a: models.append(build(*a)) or models[-1])
+
+    def spoil(step, logits, fn, masks):
+        if step == 2:
+            next(b for name, b in models[0].named_buffers() if name.endswith("running_var"))[0] = np.inf
+        return fn(logits, masks)
+
+    poison(monkeypatch, spoil)
+    with pytest.raises(Diverged, match="running_var is no longer finite"):
+        train.train(quick(tmp_path, name="stats"), progress=False)
+
+
+def test_a_huge_learning_rate_exits_with_3_through_the_cli(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv = [sys.executable, "-m", "minisegnet", "train", "--quick", "--lr", "1e4", "--out", str(tmp_path)]
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([*argv, "--no-progress"], capture_output=True, text=True, env=env)
+    assert done.returncode == 3 and done.stderr.startswith("error: training diverged at step")
+    assert "learning rate" in done.stderr and "--lr" in done.stderr and "Traceback" not in done.stderr
