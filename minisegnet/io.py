@@ -131,7 +131,10 @@ def load(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):  # a plain .npy array
+            raise ValueError("one array, not an .npz archive")
+        with z:
             flat = {k: z[k] for k in z.files}
         meta = json.loads(str(flat.pop(META)))
         if meta.get("format") != FORMAT:

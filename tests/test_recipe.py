@@ -1,6 +1,7 @@
 """minisegnet/recipe.py: what a run is built from (the config, data, model, loss, optimiser)."""
 
 import numpy as np
+import pytest
 
 from minisegnet import optim, recipe
 from minisegnet.models import UNet
@@ -28,3 +29,71 @@ def test_the_schedule_warms_up_then_decays_to_zero_at_the_last_step():
         rates.append(opt.lr)
         schedule.step()
     assert rates[0] == 0.01 / 30 and max(rates) == rates[29] == 0.01 and opt.lr == 0.0
+
+
+def mask_folder(root, masks):
+    """root/images and root/masks from a list of (H, W) uint8 (or uint16) masks, with random images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name in ("images", "masks"):
+        (root / name).mkdir(parents=True)
+    for i, mask in enumerate(masks):
+        Image.fromarray(rng.integers(0, 255, mask.shape + (3,), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def binary_masks(n=10, top=255):
+    masks = np.zeros((n, 16, 16), np.uint8)
+    masks[:, 4:10, 4:10] = top
+    return list(masks)
+
+
+def test_black_and_white_masks_are_refused_and_mapped_with_mask_values(tmp_path):
+    folder = str(mask_folder(tmp_path / "bw", binary_masks()))
+    with pytest.raises(ValueError, match="no foreground label .*--mask-values 0,255"):
+        recipe.load_datasets(TrainConfig(data=folder))
+    train, val = recipe.load_datasets(TrainConfig(data=folder, mask_values="0,255"))
+    assert train.num_classes == 2 and set(np.unique(train.masks)) == {0, 1}
+
+
+@pytest.mark.parametrize(
+    "labels, kw, message",
+    [
+        ([0, 1, 2, 200], {}, "label 200, far beyond the others .*--mask-values 0,1,2,200.*--num-classes 201"),
+        ([0, 0, 0, 0], {}, "no foreground label"),
+        ([0, 1, 2, 3], {"num_classes": 3}, "label 3, outside --num-classes 3"),
+        ([0, 1, 40000, 2], {}, "more than 256 classes"),
+        ([0, 1, 2, 7], {"values": [0, 1, 2]}, "the value 7, which --mask-values"),
+    ],
+)
+def test_labels_that_would_train_a_useless_model_are_one_line_errors(labels, kw, message):
+    masks = np.array(labels).reshape(1, 2, 2)
+    with pytest.raises(ValueError, match=message):
+        if "values" in kw:
+            recipe.map_mask_values(masks, kw["values"], "x")
+        else:
+            recipe.check_masks(masks, "x", kw.get("num_classes", 0))
+
+
+def test_explicit_num_classes_and_mask_values_are_accepted():
+    assert recipe.check_masks(np.array([[0, 1], [2, 200]]), "x", num_classes=201) == 201
+    masks = recipe.map_mask_values(np.array([[0, 50], [255, 100]]), [0, 100, 50], "x")
+    np.testing.assert_array_equal(masks, [[0, 2], [255, 1]])  # 255 not listed: still the ignore label
+    with pytest.raises(ValueError, match="--mask-values '0,a'"):
+        recipe.parse_mask_values("0,a")
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"batch_size": -4}, {"lr": float("nan")}, {"depth": 1.5}])
+def test_check_names_the_flag_of_a_bad_number(bad):
+    (field, value), *_ = bad.items()
+    with pytest.raises(ValueError, match=f"--{field.replace('_', '-')} {value!r} is out of range"):
+        TrainConfig(**bad).check()
+
+
+def test_quick_mode_leaves_explicit_fields_alone():
+    cfg = TrainConfig(quick=True, epochs=5, size=16).resolved()
+    assert (cfg.epochs, cfg.size, cfg.n_train, cfg.name) == (5, 16, 32, "unet-shapes")
+    kept = TrainConfig(quick=True, epochs=8).resolved(keep=["epochs"])
+    assert kept.epochs == 8 and kept.resolved(keep=["epochs"]) == kept  # resolving twice changes nothing
