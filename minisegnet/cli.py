@@ -29,7 +29,9 @@ def _add_config_options(parser):
 
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        shown = "" if field.name == "name" else f" (default: {field.default})"
+        shown = {"name": "", "device": " (default: MINISEGNET_DEVICE, else cpu)"}.get(
+            field.name, f" (default: {field.default})"
+        )
         if field.type in (bool, "bool"):
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=HELP[field.name]

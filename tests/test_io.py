@@ -109,3 +109,19 @@ def test_values_that_need_pickle_are_refused(tmp_path):
     with pytest.raises(TypeError, match="dict"):
         io.save(tmp_path / "x.npz", [1, 2])
     assert not os.listdir(tmp_path)
+
+
+def test_checkpoints_get_the_permissions_the_umask_gives(tmp_path):
+    old = os.umask(0o027)
+    try:
+        io.save(tmp_path / "a.npz", {"x": np.zeros(2)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o640
+
+
+def test_to_json_is_strict_json_with_null_for_nan_and_inf():
+    import json
+
+    text = io.to_json({"iou": [float("nan"), 0.5], "loss": float("inf"), "n": 3})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"iou": [None, 0.5], "loss": None, "n": 3}

@@ -158,10 +158,13 @@ def test_resume_keeps_the_saved_configuration_and_refuses_a_conflicting_flag(tmp
 
 
 def test_explicit_flags_win_over_quick_mode(tmp_path):
-    done = cli("train", "--out", tmp_path, "--name", "q", "--quick", "--epochs", "1", "--size", "16", "--no-progress")
+    argv = ["--quick", "--epochs", "1", "--size", "16", "--threads", "2", "--no-progress"]
+    done = cli("train", "--out", tmp_path, "--name", "q", *argv)
     assert done.returncode == 0, done.stderr
+    assert "--threads is now --blas-threads" in done.stderr  # the old name still works, with a note
     saved = json.loads((tmp_path / "q" / "config.json").read_text())
     assert saved["epochs"] == 1 and saved["size"] == 16 and saved["n_train"] == 32  # the rest from --quick
+    assert saved["blas_threads"] == 2 and "threads" not in saved
 
 
 def test_checkpoints_follow_the_umask_and_metrics_are_strict_json(reference):
