@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import io, metrics, models, recipe, runs
-from .backend import check_device, to_device
+from .backend import check_device, get_array_module, to_device
 from .data.augment import Compose, flip, rot90
 from .data.loader import DataLoader
 from .recipe import TrainConfig, build_model  # lessons 08 and 09 still import these two from here
@@ -66,7 +66,7 @@ def train_epoch(model, batches, loss_fn, opt, schedule, meter, step, device="cpu
     """One pass over ``batches`` (a DataLoader, or tqdm around one): forward, loss, backward, then an
     optimiser and a schedule step per batch. ``meter`` collects the training predictions.
 
-    Returns (the losses, still on the device; the step count after the pass). Raises ``Diverged``
+    Returns (the losses as Python floats; the step count after the pass). Raises ``Diverged``
     naming the step and the learning rate, before any weight changes, when a loss is NaN, Inf or
     above ``LOSS_LIMIT`` (also when the loss function itself refuses non-finite logits).
     """
@@ -77,8 +77,8 @@ def train_epoch(model, batches, loss_fn, opt, schedule, meter, step, device="cpu
         step += 1
         try:
             loss = loss_fn(logits, masks)
-        except ValueError as e:  # the losses check their input: non-finite logits are our divergence, said so
-            if "finite" not in str(e):
+        except ValueError as e:  # the losses refuse non-finite logits: that is our divergence, and we say so
+            if bool(get_array_module(logits.data).isfinite(logits.data).all()):
                 raise
             raise _diverged(f"the logits are not finite ({e})", step, opt.lr, checkpoint) from None
         # Device-to-host reads per step: the loss value here (one number: NaN and Inf fail the comparison),

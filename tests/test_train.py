@@ -154,7 +154,12 @@ def test_an_exploding_loss_stops_training_and_the_last_good_checkpoint_stays_the
 
 
 def test_the_loss_functions_own_nan_check_becomes_the_loops_message(tmp_path, monkeypatch):
-    poison(monkeypatch, lambda step, logits, fn, masks: fn(logits * np.nan if step == 2 else logits, masks))
+    def nan_logits(step, logits, fn, masks):
+        if step == 2:
+            logits.data[...] = np.nan  # as a blown-up model's output is
+        return fn(logits, masks)
+
+    poison(monkeypatch, nan_logits)
     with pytest.raises(Diverged, match="at step 2 .*the logits are not finite"):
         train.train(quick(tmp_path, name="nan"), progress=False)
     assert not (tmp_path / "nan").exists(), "no folder before a first good epoch"
