@@ -183,3 +183,11 @@ def test_a_large_image_is_segmented_in_windows(checkpoint, monkeypatch):
     tiled = predict.segment_image(model, cfg, image)
     assert tiled.shape == (45, 70) and set(sides) == {(32, 32)} and len(sides) == 2 * 3
     assert (tiled == whole).mean() > 0.8  # the windows see 4 pixels of context, the whole image more
+
+
+def test_a_missing_gpu_is_an_environment_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("minisegnet.backend._gpu_ok", False)
+    monkeypatch.setenv("MINISEGNET_DEVICE", "gpu")
+    assert main(["train", "--quick", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: device='gpu' was requested") and "[gpu]" in err and err.count("\n") == 1
