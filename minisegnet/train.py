@@ -111,7 +111,8 @@ def _train(cfg, resume, progress, on_epoch_end):
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(train_ds)} training images")
     model = build_model(cfg, 3, train_ds.num_classes).to(device)
     opt, schedule = make_optimizer(cfg, model, steps_per_epoch)
-    loss_fn = make_loss(cfg, np.asarray(train_ds.masks), train_ds.num_classes, device)
+    masks = np.asarray(train_ds.masks) if cfg.class_weights == "balanced" else None  # data read from disk: no masks
+    loss_fn = make_loss(cfg, masks, train_ds.num_classes, device)
     augment = Compose([flip, rot90]) if cfg.augment else None
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
