@@ -7,6 +7,7 @@ it computes the same outputs, in training and in eval mode.
     to_torch(model)             UNet / FCN -> torch.nn.Module (same names, weights, statistics and mode)
     from_torch(module)          a module to_torch made (and perhaps trained on) -> UNet / FCN
     to_onnx(model, path, ...)   through torch.onnx; checked with onnxruntime where it is installed
+    save_torch(model, path)     a .pt file: the twin's state_dict and config (``load_torch(path)`` rebuilds it)
 
 torch, onnx, onnxscript and onnxruntime are optional (``pip install -e ".[export]"``); torch is imported inside
 these functions only, so ``import minisegnet`` never needs it.
@@ -221,6 +222,25 @@ def from_torch(module):
     model.load_state_dict({name: t.detach().cpu().numpy() for name, t in module.state_dict().items()})
     model.train(module.training)
     return model
+
+
+def save_torch(model, path):
+    """Write ``model``'s torch twin to ``path`` with ``torch.save``: {"kind", "config", "state_dict"}; returns path."""
+    torch = _torch()
+    module = to_torch(model)
+    kind = "UNet" if isinstance(model, UNet) else "FCN"
+    torch.save({"kind": kind, "config": module.config, "state_dict": module.state_dict()}, str(path))
+    return path
+
+
+def load_torch(path):
+    """The torch twin a ``save_torch`` file holds (tensors and plain values only: loaded with weights_only)."""
+    torch = _torch()
+    saved = torch.load(str(path), weights_only=True)
+    TorchUNet, TorchFCN = torch_classes()
+    module = (TorchUNet if saved["kind"] == "UNet" else TorchFCN)(**saved["config"])
+    module.load_state_dict(saved["state_dict"])
+    return module.eval()
 
 
 def to_onnx(model, path, input_shape=None, opset=18, check=True):

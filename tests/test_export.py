@@ -129,3 +129,49 @@ def test_importing_the_package_and_export_does_not_import_torch():
     code = "import sys, minisegnet, minisegnet.export; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def _checkpoint(path):
+    import dataclasses
+
+    import minisegnet as msn
+    from minisegnet.train import TrainConfig, build_model
+
+    cfg = TrainConfig(quick=True).resolved()
+    model = build_model(cfg, 3, 3)
+    msn.save(path, {"model": model.state_dict(), "config": dataclasses.asdict(cfg), "num_classes": 3})
+    return model.eval(), cfg
+
+
+def test_cli_export_writes_a_torch_file_that_loads_back(tmp_path, capsys):
+    T = torch()
+    from minisegnet.cli import main
+    from minisegnet.export import load_torch
+
+    model, cfg = _checkpoint(tmp_path / "run.npz")
+    assert main(["export", str(tmp_path / "run.npz"), "--to", "torch"]) == 0
+    assert f"wrote {tmp_path / 'run.pt'}" in capsys.readouterr().out
+    module = load_torch(tmp_path / "run.pt")
+    x = np.random.default_rng(0).random((1, 3, cfg.size, cfg.size), dtype=np.float32)
+    with T.no_grad():
+        assert rel_error(module(T.from_numpy(x)).numpy(), model(x).data) < 1e-5
+
+
+@pytest.mark.slow
+def test_cli_export_writes_an_onnx_file_where_asked(tmp_path):
+    torch()
+    pytest.importorskip("onnxscript")
+    from minisegnet.cli import main
+
+    _checkpoint(tmp_path / "run.npz")
+    assert main(["export", str(tmp_path / "run.npz"), "--to", "onnx", "-o", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.onnx").stat().st_size > 1000
+
+
+def test_cli_export_without_torch_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    from minisegnet.cli import main
+
+    _checkpoint(tmp_path / "run.npz")
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["export", str(tmp_path / "run.npz"), "--to", "torch"]) == 2
+    assert 'pip install -e ".[export]"' in capsys.readouterr().err
