@@ -179,10 +179,15 @@ def test_folder_layout_reads_a_plain_folder_from_disk(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", ["voc", "pet", "cityscapes"])
+@pytest.mark.parametrize("layout", ["voc", "pet", "cityscapes", "folder"])
 def test_each_layout_trains_from_the_command_line(layout, tmp_path):
-    write_tree(tmp_path / "data", layout, n=8)
-    argv = ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--name", layout]
+    write_tree(tmp_path / "data", "voc" if layout == "folder" else layout, n=8)
+    data = str(tmp_path / "data")
+    if layout == "folder":  # VOC's folders renamed to a plain images/ + masks/ folder
+        (tmp_path / "data" / "JPEGImages").rename(tmp_path / "data" / "images")
+        (tmp_path / "data" / "SegmentationClass").rename(tmp_path / "data" / "masks")
+        data = f"folder:{data}"
+    argv = ["train", "--data", data, "--out", str(tmp_path / "runs"), "--name", layout]
     argv += ["--quick", "--no-progress", "--epochs", "1", "--size", "16", "--crop"]
     assert main(argv) == 0
     assert (tmp_path / "runs" / layout / "checkpoint_last.npz").exists()
