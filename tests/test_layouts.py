@@ -189,5 +189,21 @@ def test_each_layout_trains_from_the_command_line(layout, tmp_path):
         data = f"folder:{data}"
     argv = ["train", "--data", data, "--out", str(tmp_path / "runs"), "--name", layout]
     argv += ["--quick", "--no-progress", "--epochs", "1", "--size", "16", "--crop"]
+    argv += ["--class-weights", "balanced"] if layout == "pet" else []  # reads every mask once
     assert main(argv) == 0
     assert (tmp_path / "runs" / layout / "checkpoint_last.npz").exists()
+
+
+def test_memory_while_reading_from_disk_does_not_grow_with_the_number_of_images(tmp_path):
+    import tracemalloc
+
+    peaks = []
+    for n in (8, 32):
+        write_tree(tmp_path / str(n), "pet", n=n, H=64, W=64)
+        train, _ = load_layout(tmp_path / str(n), 32, multiple=8)
+        tracemalloc.start()
+        for _ in DataLoader(train, batch_size=4, shuffle=True):
+            pass
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    assert peaks[1] < 1.3 * peaks[0]  # measured 326 -> 333 KB; the same pairs held in a list: 338 -> 840 KB
