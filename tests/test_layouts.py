@@ -207,3 +207,23 @@ def test_memory_while_reading_from_disk_does_not_grow_with_the_number_of_images(
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.3 * peaks[0]  # measured 326 -> 333 KB; the same pairs held in a list: 338 -> 840 KB
+
+
+@pytest.mark.slow
+def test_a_resumed_run_on_random_crops_ends_with_the_uninterrupted_weights(tmp_path):
+    from minisegnet import io, train
+    from minisegnet.train import TrainConfig
+
+    write_tree(tmp_path / "data", "pet", n=8)
+    cfgs = [TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path), name=n, quick=True, crop=True) for n in "ab"]
+    train.train(cfgs[0], progress=False)
+
+    def interrupt(epoch, record):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfgs[1], progress=False, on_epoch_end=interrupt)
+    train.train(cfgs[1], resume=True, progress=False)
+    full, cut = (io.load(tmp_path / n / "checkpoint_last.npz")["model"] for n in "ab")
+    for name in full:
+        np.testing.assert_array_equal(full[name], cut[name], err_msg=name)
