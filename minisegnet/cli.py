@@ -5,6 +5,7 @@ minisegnet evaluate runs/unet-shapes/checkpoint_best.npz                    per-
 minisegnet predict runs/unet-shapes/checkpoint_best.npz photo.png ...       colour masks and overlays
 minisegnet gradcheck                                                        every op and loss, float64
 minisegnet bench --device both --compare-torch                              CPU against GPU (and torch)
+minisegnet export runs/unet-shapes/checkpoint_best.npz --to onnx            a PyTorch (.pt) or ONNX file
 
 Exit codes: 0 done, 1 the environment failed (no GPU, disk full, out of memory, a folder not writable),
 2 bad input (a flag, a file, a checkpoint), 3 training diverged, 130 interrupted. Errors are one line;
@@ -101,6 +102,25 @@ def cmd_gradcheck(args):
     return 1 if any(not r.ok for r in rows) else 0
 
 
+def cmd_export(args):
+    from .train import load_model
+
+    model, cfg, _ = load_model(args.checkpoint)
+    path = Path(args.output or Path(args.checkpoint).with_suffix(".pt" if args.to == "torch" else ".onnx"))
+    try:
+        from . import export
+
+        if args.to == "torch":
+            export.save_torch(model, path)
+        else:
+            export.to_onnx(model, path, input_shape=(1, 3, cfg.size, cfg.size))
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_bench(extra):
     """Hand the options after `bench` to benchmarks/run_all.py, which parses its own."""
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -151,6 +171,12 @@ def build_parser():
     p.add_argument("--device", default=_env_device())
     p.add_argument("--only", default=None, help="comma-separated case names")
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("export", help="a checkpoint as a PyTorch (.pt, see minisegnet.export) or ONNX file")
+    p.add_argument("checkpoint")
+    p.add_argument("--to", choices=("torch", "onnx"), required=True)
+    p.add_argument("-o", "--output", default=None, help="where to write (default: the checkpoint's name, .pt or .onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "bench", help="CPU against GPU (and PyTorch) benchmarks; see benchmarks/README.md", add_help=False

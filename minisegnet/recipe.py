@@ -16,6 +16,7 @@ import numpy as np
 from . import data, models, optim
 from . import ops as F
 from .backend import to_device, to_numpy
+from .data import layouts
 from .data.folder import IGNORE_INDEX
 from .nn import manual_seed
 
@@ -24,7 +25,8 @@ WARMUP_STEPS = 200  # the learning rate rises over this many steps first: a fast
 # One line of help per TrainConfig field, shown by `minisegnet train --help`.
 HELP = {
     "name": "run folder name under --out (default: <model>-<data>, e.g. unet-shapes)",
-    "data": "shapes | digits | nuclei | a folder with images/ and masks/",
+    "data": "shapes | digits | nuclei | a folder with images/ and masks/ | a VOC, Oxford-IIIT Pet or Cityscapes "
+    "folder (or name the layout: voc:PATH, pet:PATH, cityscapes:PATH, folder:PATH, read from disk as needed)",
     "model": "unet | segnet | fcn8s | fcn16s | fcn32s",
     "block": "U-Net block: plain | residual | dense",
     "up": "U-Net upsampling: transpose | bilinear | unpool",
@@ -40,7 +42,8 @@ HELP = {
     "batch_size": "images per step",
     "n_train": "training images generated per epoch (shapes, digits)",
     "n_val": "held-out validation images to generate (shapes, digits)",
-    "size": "image side in pixels",
+    "size": "image side in pixels (VOC, Pet, Cityscapes and folder:PATH images are resized to it)",
+    "crop": "VOC, Pet, Cityscapes, folder:PATH: random size x size crops (central ones for validation), not resizing",
     "augment": "random flips and 90-degree turns, the same for image and mask (off by default: shapes stand "
     "upright, and fresh images teach more than turned repeats)",
     "fresh_data": "new generated training images every epoch (shapes, digits); --no-fresh-data repeats one set",
@@ -80,6 +83,7 @@ class TrainConfig:
     n_train: int = 4096
     n_val: int = 64
     size: int = 32
+    crop: bool = False
     augment: bool = False
     fresh_data: bool = True
     seed: int = 0
@@ -152,6 +156,8 @@ def load_datasets(cfg):
         return epoch_data(cfg, 0), data.digit_scenes(cfg.n_val, cfg.size, seed=cfg.seed + 10_000, split="val")
     if cfg.data == "nuclei":
         return data.nuclei("train", size=cfg.size), data.nuclei("val", size=cfg.size)
+    if layouts.parse(cfg.data) is not None:
+        return layouts.from_config(cfg)
     if Path(cfg.data).is_dir():
         return _folder_split(cfg)
     raise ValueError(f"unknown data {cfg.data!r}: expected shapes, digits, nuclei or a folder with images/ and masks/")
@@ -248,7 +254,7 @@ def check_masks(masks, source, num_classes=0):
 
 def ignore_index_of(cfg):
     """255 for your own folders (VOC's "ignore this pixel" label), None for the built-in data sets."""
-    return IGNORE_INDEX if Path(cfg.data).is_dir() else None
+    return IGNORE_INDEX if Path(cfg.data).is_dir() or layouts.parse(cfg.data) is not None else None
 
 
 def build_model(cfg, in_channels, num_classes):

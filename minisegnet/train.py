@@ -154,7 +154,8 @@ def _train(cfg, state, progress, on_epoch_end):
         )
     model = build_model(cfg, 3, train_ds.num_classes).to(device)
     opt, schedule = recipe.make_optimizer(cfg, model, steps_per_epoch)
-    loss_fn = recipe.make_loss(cfg, np.asarray(train_ds.masks), train_ds.num_classes, device)
+    masks = np.asarray(train_ds.masks) if cfg.class_weights == "balanced" else None  # data read from disk: no masks
+    loss_fn = recipe.make_loss(cfg, masks, train_ds.num_classes, device)
     augment = Compose([flip, rot90]) if cfg.augment else None
     run_dir = cfg.run_dir
     last, best_path = run_dir / "checkpoint_last.npz", run_dir / "checkpoint_best.npz"

@@ -130,3 +130,13 @@ def test_bad_arguments_and_mixed_sizes():
     with pytest.raises(ValueError, match="different shapes"):
         list(DataLoader(Mixed(), batch_size=2))
     assert len(list(DataLoader(Mixed(), batch_size=1))) == 2
+
+
+def test_seed_and_epoch_are_two_numbers_so_seed_0_epoch_1_differs_from_seed_1_epoch_0():
+    a = DataLoader(_numbered(20), batch_size=20, shuffle=True, seed=0)
+    a.set_epoch(1)
+    b = DataLoader(_numbered(20), batch_size=20, shuffle=True, seed=1)
+    assert _ids(next(iter(a))[1]) != _ids(next(iter(b))[1])
+    expected = np.random.default_rng([0, 1]).permutation(20).tolist()  # the recipe's (seed, epoch) seeding
+    a.set_epoch(1)
+    assert _ids(next(iter(a))[1]) == expected

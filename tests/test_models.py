@@ -1,7 +1,7 @@
 """minisegnet/models.py and blocks.py: torch twins give the same outputs, sizes are checked, a UNet learns.
 
-Each twin below is the same architecture written with torch.nn, with the same attribute names, so our
-state_dict loads into it with strict=True; then outputs, running statistics and gradients must agree.
+Each twin (``minisegnet.export.to_torch``) is the same architecture written with torch.nn, with the same attribute
+names, so our state_dict loads into it with strict=True; then outputs, running statistics and gradients must agree.
 """
 
 import numpy as np
@@ -16,123 +16,17 @@ from minisegnet.models import FCN, UNet, bilinear_kernel, count_parameters
 from utils import rel_error, torch
 
 
-def twin_classes(T):
-    """torch.nn versions of blocks.py and models.py, written independently from the same description."""
-    tn, tF = T.nn, T.nn.functional
+def to_torch(model):
+    torch()  # skips without PyTorch
+    from minisegnet.export import to_torch
 
-    def cbr(cin, cout, k, norm):
-        conv = tn.Conv2d(cin, cout, k, padding=k // 2, bias=norm is None)
-        return tn.Sequential(conv, tn.BatchNorm2d(cout), tn.ReLU()) if norm else tn.Sequential(conv, tn.ReLU())
-
-    class Plain(tn.Module):
-        def __init__(self, cin, cout, norm, residual=False):
-            super().__init__()
-            self.conv1 = tn.Conv2d(cin, cout, 3, padding=1, bias=norm is None)
-            self.bn1 = tn.BatchNorm2d(cout) if norm else None
-            self.conv2 = tn.Conv2d(cout, cout, 3, padding=1, bias=norm is None)
-            self.bn2 = tn.BatchNorm2d(cout) if norm else None
-            self.residual, self.shortcut = residual, None
-            if residual and cin != cout:
-                proj = [tn.Conv2d(cin, cout, 1, bias=norm is None)] + ([tn.BatchNorm2d(cout)] if norm else [])
-                self.shortcut = tn.Sequential(*proj)
-
-        def forward(self, x):
-            y = self.conv1(x)
-            y = self.conv2(tF.relu(y if self.bn1 is None else self.bn1(y)))
-            y = y if self.bn2 is None else self.bn2(y)
-            if self.residual:
-                y = y + (x if self.shortcut is None else self.shortcut(x))
-            return tF.relu(y)
-
-    class Dense(tn.Module):
-        def __init__(self, cin, cout, norm):
-            super().__init__()
-            g = max(cout // 2, 1)
-            self.layers = tn.ModuleList(cbr(cin + k * g, g, 3, norm) for k in range(3))
-            self.transition = cbr(cin + 3 * g, cout, 1, norm)
-
-        def forward(self, x):
-            feats = [x]
-            for layer in self.layers:
-                feats.append(layer(T.cat(feats, 1)))
-            return self.transition(T.cat(feats, 1))
-
-    def block(kind, cin, cout, norm):
-        return Dense(cin, cout, norm) if kind == "dense" else Plain(cin, cout, norm, kind == "residual")
-
-    class TUNet(tn.Module):
-        def __init__(self, cin, ncls, base, depth, kind, up, norm, skips):
-            super().__init__()
-            w = [base * 2**i for i in range(depth + 1)]
-            self.up, self.skips = up, skips
-            self.encoder = tn.ModuleList(block(kind, a, b, norm) for a, b in zip([cin] + w[: depth - 1], w))
-            self.pool = tn.MaxPool2d(2, return_indices=up == "unpool")
-            self.bottleneck = block(kind, w[depth - 1], w[depth], norm)
-            ups = []
-            for i in reversed(range(depth)):
-                if up == "transpose":
-                    ups.append(tn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2))
-                elif up == "bilinear":
-                    ups.append(
-                        tn.Sequential(tn.Upsample(scale_factor=2, mode="bilinear"), tn.Conv2d(w[i + 1], w[i], 1))
-                    )
-                else:
-                    ups.append(tn.Conv2d(w[i + 1], w[i], 1))
-            self.ups = tn.ModuleList(ups)
-            k = 2 if skips else 1
-            self.decoder = tn.ModuleList(block(kind, k * w[i], w[i], norm) for i in reversed(range(depth)))
-            self.head = tn.Conv2d(w[0], ncls, 1)
-
-        def forward(self, x):
-            feats, idxs = [], []
-            for b in self.encoder:
-                x = b(x)
-                feats.append(x)
-                x, *idx = self.pool(x) if self.up == "unpool" else (self.pool(x),)
-                idxs += idx
-            x = self.bottleneck(x)
-            for up, b, skip in zip(self.ups, self.decoder, reversed(feats)):
-                x = up(x)
-                if self.up == "unpool":
-                    x = tF.max_unpool2d(x, idxs.pop(), 2, output_size=skip.shape[2:])
-                x = b(T.cat([skip, x], 1) if self.skips else x)
-            return self.head(x)
-
-    class TFCN(tn.Module):
-        def __init__(self, cin, ncls, variant, base):
-            super().__init__()
-            c, prev, self.variant = base, cin, variant
-            for s, (width, n) in enumerate(zip([c, 2 * c, 4 * c, 8 * c, 8 * c], [1, 1, 2, 2, 2]), 1):
-                layers = []
-                for _ in range(n):
-                    layers += list(cbr(prev, width, 3, "batch"))
-                    prev = width
-                setattr(self, f"stage{s}", tn.Sequential(*layers, tn.MaxPool2d(2)))
-            self.fc6, self.fc7 = cbr(8 * c, 8 * c, 3, "batch"), cbr(8 * c, 8 * c, 1, "batch")
-            self.score_fr = tn.Conv2d(8 * c, ncls, 1)
-            if variant != "32s":
-                self.score_pool4 = tn.Conv2d(8 * c, ncls, 1)
-                self.upscore2 = tn.ConvTranspose2d(ncls, ncls, 4, 2, 1, bias=False)
-            if variant == "8s":
-                self.score_pool3 = tn.Conv2d(4 * c, ncls, 1)
-                self.upscore_pool4 = tn.ConvTranspose2d(ncls, ncls, 4, 2, 1, bias=False)
-
-        def forward(self, x):
-            p3 = self.stage3(self.stage2(self.stage1(x)))
-            p4 = self.stage4(p3)
-            s, f = self.score_fr(self.fc7(self.fc6(self.stage5(p4)))), 32
-            if self.variant != "32s":
-                s, f = self.upscore2(s) + self.score_pool4(p4), 16
-            if self.variant == "8s":
-                s, f = self.upscore_pool4(s) + self.score_pool3(p3), 8
-            return tF.interpolate(s, scale_factor=f, mode="bilinear", align_corners=False)
-
-    return TUNet, TFCN
+    return to_torch(model)
 
 
-def compare_with_twin(model, twin, device, shape, seed=0):
-    """Load our weights into the twin; outputs, running stats and gradients must match in train and eval."""
+def compare_with_twin(model, device, shape, seed=0):
+    """Our weights in the torch twin (export.to_torch); outputs, running stats and gradients match in train and eval."""
     T = torch()
+    twin = to_torch(model)
     threads = T.get_num_threads()
     T.set_num_threads(1)  # tiny tensors: extra threads only spin on a shared 2-core machine
     try:
@@ -142,9 +36,7 @@ def compare_with_twin(model, twin, device, shape, seed=0):
 
 
 def _compare(T, model, twin, device, shape, seed):
-    ours_sd = model.state_dict()
-    assert list(ours_sd) == list(twin.state_dict())  # same names, same order
-    twin.load_state_dict({k: T.from_numpy(v) for k, v in ours_sd.items()}, strict=True)
+    assert list(model.state_dict()) == list(twin.state_dict())  # same names, same order
     model.to(device)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -180,20 +72,18 @@ UNET_CASES += [
 
 @pytest.mark.parametrize("block,up,norm,skips", UNET_CASES, ids=lambda v: str(v))
 def test_unet_matches_torch_twin(block, up, norm, skips, device):
-    TUNet, _ = twin_classes(torch())
     nn.manual_seed(0)
     model = UNet(3, 3, base_channels=4, depth=2, block=block, up=up, norm=norm, skips=skips)
-    compare_with_twin(model, TUNet(3, 3, 4, 2, block, up, norm, skips), device, (2, 3, 16, 12))
+    compare_with_twin(model, device, (2, 3, 16, 12))
 
 
 @pytest.mark.parametrize("variant", ["32s", "16s", "8s"])
 def test_fcn_matches_torch_twin(variant, device):
-    _, TFCN = twin_classes(torch())
     nn.manual_seed(0)
     model = FCN(2, 3, variant, base_channels=4)
     for p in model.parameters():  # the zero-initialised skip scores would hide their own path: randomise them
         p.data = p.data + np.random.default_rng(1).uniform(-0.1, 0.1, p.shape).astype(np.float32)
-    compare_with_twin(model, TFCN(2, 3, variant, 4), device, (2, 2, 32, 64))
+    compare_with_twin(model, device, (2, 2, 32, 64))
 
 
 def test_fcn_starts_as_the_coarser_net_and_upsamples_bilinearly():

@@ -16,6 +16,7 @@ from .augment import Compose, flip, random_crop, rot90
 from .dataset import ArrayDataset
 from .digits import digit_scenes
 from .folder import IGNORE_INDEX, FolderDataset
+from .layouts import LayoutDataset, load_layout
 from .loader import DataLoader
 from .nuclei import nuclei
 from .palette import colorize, mask_from_rgb, voc_palette
