@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from . import ops as F
-from .nn import Module, Parameter, default_rng
+from .module import Module, Parameter, default_rng
 
 
 def _pair(v, name):
