@@ -14,10 +14,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import ops as F
-from .backend import check_device, get_array_module, to_device
-from .gradcheck import gradcheck
-from .tensor import Tensor
+from .. import ops as F
+from ..backend import check_device, get_array_module, to_device
+from ..tensor import Tensor
+from .checker import gradcheck
 
 Case = namedtuple("Case", "name fn make_inputs")
 
