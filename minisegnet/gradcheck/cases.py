@@ -133,6 +133,7 @@ CASES = [
     case("neg", F.neg, normal(3, 4)),
     case("pow 3", lambda x: F.pow(x, 3), normal(3, 4)),
     case("pow 2.5", lambda x: F.pow(x, 2.5), uniform(0.5, 2.0, 3, 4)),
+    case("pow -1.5", lambda x: F.pow(x, -1.5), uniform(0.3, 3.0, 3, 4)),
     case("exp", F.exp, normal(3, 4)),
     case("log", F.log, uniform(0.5, 2.0, 3, 4)),
     case("sqrt", F.sqrt, uniform(0.5, 2.0, 3, 4)),
