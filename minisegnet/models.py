@@ -16,8 +16,12 @@ UPS = ("transpose", "bilinear", "unpool")
 def he_init(model, keep=()):
     """Re-draw every convolution's weights of ``model`` as He et al. (2015) for ReLU networks; returns the model.
 
-    Weights ~ N(0, 2 / fan_out) with fan_out = OC*KH*KW (for a ConvTranspose2d (C, OC, KH, KW) as well), biases 0:
-    ``torch.nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``, as torchvision's ResNets do. The
+    Weights ~ N(0, 2 / fan_out), biases 0, where fan_out = OC*KH*KW is the number of outputs one input value
+    reaches, the fan of He's backward derivation. For a Conv2d, weight (OC, C, KH, KW), that is
+    ``torch.nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``, as torchvision's ResNets do. For
+    a ConvTranspose2d, weight (C, OC, KH, KW), it is still OC*KH*KW, which torch computes as its *fan_in*
+    (``mode="fan_in"``): torch reads fan_out from ``weight.shape[0]``, C here, so ``mode="fan_out"`` would give
+    2 / (C*KH*KW) instead, the same only when C == OC (in a U-Net's decoder C = 2*OC). The
     layers keep PyTorch's own default (a uniform draw that is about 3x smaller in variance); the training recipe
     applies this to U-Nets, whose first steps it makes much less dependent on the seed (measured in the README).
     Layers in ``keep`` keep the weights they have: the recipe keeps the class-score head at the default, since no

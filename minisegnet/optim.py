@@ -178,7 +178,12 @@ class AdamW(Adam):
 
 
 class LRScheduler:
-    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch, after the optimiser's steps."""
+    """Sets ``optimizer.lr`` from a count of its own ``step()`` calls (``last_epoch``, PyTorch's name).
+
+    One ``step()`` is one unit of the schedule, whatever the caller makes it: once per epoch, after
+    that epoch's optimiser steps, as in PyTorch's examples, or once per batch, after each optimiser
+    step, as the training recipe does (``recipe.make_optimizer``: its T_max and warm-up count batches).
+    """
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -204,7 +209,7 @@ class LRScheduler:
 
 
 class StepLR(LRScheduler):
-    """lr = base_lr * gamma ** (epoch // step_size): a drop by ``gamma`` every ``step_size`` epochs."""
+    """lr = base_lr * gamma ** (epoch // step_size): a drop by ``gamma`` every ``step_size`` steps of the schedule."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         if step_size < 1:
