@@ -57,7 +57,8 @@ def _check_input(model, x, multiple):
         return
     for name, n in (("height", x.shape[2]), ("width", x.shape[3])):
         if n % multiple:
-            below, above = n // multiple * multiple, (n // multiple + 1) * multiple
+            below = n // multiple * multiple
+            above = below + multiple
             nearest = f"{below} or {above}" if below else f"{above}"
             raise ValueError(
                 f"input {name} {n} is not divisible by {multiple} (2**{int(np.log2(multiple))} for "
@@ -99,8 +100,14 @@ class UNet(Module):
             raise ValueError(f"depth must be an int >= 1, got {depth!r}")
         if up not in UPS:
             raise ValueError(f"up must be one of {UPS}, got {up!r}")
-        self.in_channels, self.num_classes, self.depth = in_channels, num_classes, depth
-        self.block, self.up, self.norm, self.pad_input, self.skips = block, up, norm, pad_input, skips
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.depth = depth
+        self.block = block
+        self.up = up
+        self.norm = norm
+        self.pad_input = pad_input
+        self.skips = skips
         self._why_multiple = f"depth={depth}"
         widths = [base_channels * 2**i for i in range(depth + 1)]
         ins = [in_channels] + widths[: depth - 1]
@@ -192,10 +199,13 @@ class FCN(Module):
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
             raise ValueError(f"variant must be '32s', '16s' or '8s', got {variant!r}")
-        self.in_channels, self.num_classes, self.variant = in_channels, num_classes, variant
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.variant = variant
         self._why_multiple = "FCN's five poolings"
         c = base_channels
-        widths, repeats = [c, 2 * c, 4 * c, 8 * c, 8 * c], [1, 1, 2, 2, 2]
+        widths = [c, 2 * c, 4 * c, 8 * c, 8 * c]  # channels of each stage
+        repeats = [1, 1, 2, 2, 2]  # convolutions in each stage
         previous = in_channels
         for s, (width, n) in enumerate(zip(widths, repeats), start=1):
             layers = []

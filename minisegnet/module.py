@@ -154,8 +154,9 @@ class Module:
 
         ``model.to("gpu")``, ``model.to(dtype=np.float64)`` or ``model.to(np.float64)``. Returns self.
         """
-        if device is not None and not isinstance(device, str):
-            device, dtype = None, device
+        if device is not None and not isinstance(device, str):  # model.to(np.float64): a dtype in first place
+            dtype = device
+            device = None
         if device is not None:
             check_device(device)
 

@@ -28,7 +28,8 @@ _grad_enabled = True
 def no_grad():
     """Context manager: ops run inside it record no graph (evaluation, optimiser steps)."""
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous = _grad_enabled
+    _grad_enabled = False
     try:
         yield
     finally:
@@ -160,7 +161,8 @@ class Tensor:
                 if x.creator is None:
                     _accumulate(x, gx, taken)
                 else:
-                    grads[id(x)] = (x, grads[id(x)][1] + gx if id(x) in grads else gx)
+                    pending = grads.get(id(x))
+                    grads[id(x)] = (x, gx if pending is None else pending[1] + gx)
             if not retain_graph:
                 f.release(outputs)
 
@@ -214,10 +216,14 @@ class Tensor:
         return F.max(self, axis, keepdims)
 
     def reshape(self, *shape):
-        return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]  # x.reshape((2, 3)) as well as x.reshape(2, 3)
+        return F.reshape(self, shape)
 
     def transpose(self, *axes):
-        return F.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]  # x.transpose((1, 0)) as well as x.transpose(1, 0)
+        return F.transpose(self, axes or None)
 
     T = property(lambda self: F.transpose(self))
 
@@ -277,7 +283,9 @@ def _topological_order(root):
 
     An iterative depth-first post-order with an explicit stack, reversed.
     """
-    order, seen, stack = [], set(), [(root, False)]
+    order = []
+    seen = set()
+    stack = [(root, False)]
     while stack:
         f, done = stack.pop()
         if done:
@@ -342,7 +350,8 @@ class Function:
         """Drop the references that keep the graph (and its saved arrays) alive."""
         for o in outputs:
             if o is not None:
-                o.creator, o._freed = None, True
+                o.creator = None
+                o._freed = True
         self.inputs = ()
 
 
