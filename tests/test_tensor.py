@@ -287,16 +287,18 @@ def test_fresh_gradients_are_kept_without_a_copy(monkeypatch):
     assert W.grad is returned[0][1]
 
 
-def test_conv_gradients_survive_the_next_convolution(device):
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
+def test_conv_gradients_survive_the_next_convolution(device, transposed):
     # The convolutions reuse scratch buffers: no leaf's gradient may be one of them.
     x = rand(2, 3, 6, 6, device=device)
-    W = rand(4, 3, 3, 3, device=device, seed=1)
-    F.conv2d(x, W, padding=1).sum().backward()
+    W = rand(3 if transposed else 4, 4 if transposed else 3, 3, 3, device=device, seed=1)
+    y = F.conv_transpose2d(x, W, stride=2, padding=1) if transposed else F.conv2d(x, W, padding=1)
+    y.sum().backward()
     gx = msn.to_numpy(x.grad).copy()
     gW = msn.to_numpy(W.grad).copy()
-    y = rand(2, 3, 6, 6, device=device, seed=2, requires_grad=False)
+    z = rand(2, 3, 6, 6, device=device, seed=2, requires_grad=False)
     V = rand(4, 3, 3, 3, device=device, seed=3)
-    F.conv2d(y, V, padding=1).sum().backward()
-    F.conv2d(y, V, stride=2).sum().backward()
+    F.conv2d(z, V, padding=1).sum().backward()
+    F.conv2d(z, V, stride=2).sum().backward()
     np.testing.assert_array_equal(msn.to_numpy(x.grad), gx)
     np.testing.assert_array_equal(msn.to_numpy(W.grad), gW)
