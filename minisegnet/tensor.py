@@ -269,7 +269,8 @@ def _may_keep(gx, leaf, taken):
 
     It must be, or view whole (a reshape), memory that an array owns and nobody else holds (not in
     ``taken``), and be writable, C-contiguous and of the leaf's dtype. A broadcast view fails (it is
-    read-only, and its bytes are fewer than its elements), and so does a slice of a larger array.
+    read-only, and its elements need more bytes than the memory behind them), and so does a slice
+    of a larger array (``concat``'s backward splits ``gy``).
     """
     owner = _owner(gx)
     if id(owner) in taken or getattr(owner, "base", True) is not None:
