@@ -95,7 +95,7 @@ def cmd_predict(args):
 
 
 def cmd_gradcheck(args):
-    from .checks import format_table, run_checks
+    from .gradcheck.cases import format_table, run_checks
 
     rows = run_checks(device=args.device, names=args.only.split(",") if args.only else None)
     print(format_table(rows))

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import ops as F
 from .backend import get_array_module
-from .nn import Module, Parameter, default_rng
+from .module import Module, Parameter, default_rng
 
 
 def _pair(v, name):
@@ -41,7 +41,8 @@ def _conv_args(module, in_channels, out_channels, kernel_size, stride, padding, 
     module.in_channels = _check_channels(in_channels, "in_channels")
     module.out_channels = _check_channels(out_channels, "out_channels")
     module.kernel_size = _pair(kernel_size, "kernel_size")
-    module.stride, module.padding = _pair(stride, "stride"), _pair(padding, "padding")
+    module.stride = _pair(stride, "stride")
+    module.padding = _pair(padding, "padding")
     module.dilation = _pair(dilation, "dilation")
 
 
@@ -142,7 +143,8 @@ class BatchNorm2d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, dtype=np.float32):
         super().__init__()
         self.num_features = _check_channels(num_features, "num_features")
-        self.eps, self.momentum = eps, momentum
+        self.eps = eps
+        self.momentum = momentum
         C = self.num_features
         self.weight = Parameter(np.ones(C, dtype=dtype))
         self.bias = Parameter(np.zeros(C, dtype=dtype))
@@ -190,7 +192,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, return_indices=False):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.kernel_size = kernel_size
+        self.stride = stride or kernel_size  # PyTorch's default: windows that do not overlap
+        self.padding = padding
         self.return_indices = return_indices
 
     def forward(self, x):
@@ -205,7 +209,9 @@ class MaxUnpool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+        self.kernel_size = kernel_size
+        self.stride = stride or kernel_size  # PyTorch's default: windows that do not overlap
+        self.padding = padding
 
     def forward(self, x, indices, output_size=None):
         return F.max_unpool2d(x, indices, self.kernel_size, self.stride, self.padding, output_size)
@@ -221,7 +227,9 @@ class Upsample(Module):
         super().__init__()
         if mode not in ("nearest", "bilinear"):
             raise ValueError(f"Upsample mode must be 'nearest' or 'bilinear', got {mode!r}")
-        self.scale_factor, self.mode, self.align_corners = scale_factor, mode, align_corners
+        self.scale_factor = scale_factor
+        self.mode = mode
+        self.align_corners = align_corners
 
     def forward(self, x):
         return F.upsample(x, self.scale_factor, self.mode, self.align_corners)

@@ -16,8 +16,12 @@ UPS = ("transpose", "bilinear", "unpool")
 def he_init(model, keep=()):
     """Re-draw every convolution's weights of ``model`` as He et al. (2015) for ReLU networks; returns the model.
 
-    Weights ~ N(0, 2 / fan_out) with fan_out = OC*KH*KW (for a ConvTranspose2d (C, OC, KH, KW) as well), biases 0:
-    ``torch.nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``, as torchvision's ResNets do. The
+    Weights ~ N(0, 2 / fan_out), biases 0, where fan_out = OC*KH*KW is the number of outputs one input value
+    reaches, the fan of He's backward derivation. For a Conv2d, weight (OC, C, KH, KW), that is
+    ``torch.nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``, as torchvision's ResNets do. For
+    a ConvTranspose2d, weight (C, OC, KH, KW), it is still OC*KH*KW, which torch computes as its *fan_in*
+    (``mode="fan_in"``): torch reads fan_out from ``weight.shape[0]``, C here, so ``mode="fan_out"`` would give
+    2 / (C*KH*KW) instead, the same only when C == OC (in a U-Net's decoder C = 2*OC). The
     layers keep PyTorch's own default (a uniform draw that is about 3x smaller in variance); the training recipe
     applies this to U-Nets, whose first steps it makes much less dependent on the seed (measured in the README).
     Layers in ``keep`` keep the weights they have: the recipe keeps the class-score head at the default, since no
@@ -53,7 +57,8 @@ def _check_input(model, x, multiple):
         return
     for name, n in (("height", x.shape[2]), ("width", x.shape[3])):
         if n % multiple:
-            below, above = n // multiple * multiple, (n // multiple + 1) * multiple
+            below = n // multiple * multiple
+            above = below + multiple
             nearest = f"{below} or {above}" if below else f"{above}"
             raise ValueError(
                 f"input {name} {n} is not divisible by {multiple} (2**{int(np.log2(multiple))} for "
@@ -95,8 +100,14 @@ class UNet(Module):
             raise ValueError(f"depth must be an int >= 1, got {depth!r}")
         if up not in UPS:
             raise ValueError(f"up must be one of {UPS}, got {up!r}")
-        self.in_channels, self.num_classes, self.depth = in_channels, num_classes, depth
-        self.block, self.up, self.norm, self.pad_input, self.skips = block, up, norm, pad_input, skips
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.depth = depth
+        self.block = block
+        self.up = up
+        self.norm = norm
+        self.pad_input = pad_input
+        self.skips = skips
         self._why_multiple = f"depth={depth}"
         widths = [base_channels * 2**i for i in range(depth + 1)]
         ins = [in_channels] + widths[: depth - 1]
@@ -188,10 +199,13 @@ class FCN(Module):
         super().__init__()
         if variant not in ("32s", "16s", "8s"):
             raise ValueError(f"variant must be '32s', '16s' or '8s', got {variant!r}")
-        self.in_channels, self.num_classes, self.variant = in_channels, num_classes, variant
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.variant = variant
         self._why_multiple = "FCN's five poolings"
         c = base_channels
-        widths, repeats = [c, 2 * c, 4 * c, 8 * c, 8 * c], [1, 1, 2, 2, 2]
+        widths = [c, 2 * c, 4 * c, 8 * c, 8 * c]  # channels of each stage
+        repeats = [1, 1, 2, 2, 2]  # convolutions in each stage
         previous = in_channels
         for s, (width, n) in enumerate(zip(widths, repeats), start=1):
             layers = []

@@ -63,7 +63,8 @@ class Optimizer:
                 value = state[name]
                 setattr(self, name, tuple(value) if isinstance(value, (list, np.ndarray)) else value)
         self.steps = int(state.get("steps", 0))
-        self.param_steps, self.state = {}, {name: {} for name in self.buffers}
+        self.param_steps = {}
+        self.state = {name: {} for name in self.buffers}
         for key, value in state.items():
             name, _, index = key.rpartition(".")
             if not index.isdigit():
@@ -100,7 +101,9 @@ class SGD(Optimizer):
             raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
-        self.momentum, self.weight_decay, self.nesterov = momentum, weight_decay, nesterov
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov
 
     def update(self, i, p, g):
         if self.weight_decay:
@@ -108,7 +111,8 @@ class SGD(Optimizer):
         if self.momentum:
             buf = self.state["momentum_buffer"].get(i)
             if buf is None:
-                buf = self.state["momentum_buffer"][i] = g.copy()
+                buf = g.copy()
+                self.state["momentum_buffer"][i] = buf
             else:
                 buf *= self.momentum
                 buf += g
@@ -131,7 +135,9 @@ class Adam(Optimizer):
         super().__init__(params, lr)
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
-        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        self.betas = tuple(betas)
+        self.eps = eps
+        self.weight_decay = weight_decay
 
     def update(self, i, p, g):
         xp = get_array_module(p.data)
@@ -141,10 +147,13 @@ class Adam(Optimizer):
         elif self.weight_decay:
             g = g + self.weight_decay * p.data
         if i not in self.state["exp_avg"]:  # first step: zero moments (allocated once, not on every step)
-            self.state["exp_avg"][i], self.state["exp_avg_sq"][i] = xp.zeros_like(p.data), xp.zeros_like(p.data)
-        m, v = self.state["exp_avg"][i], self.state["exp_avg_sq"][i]
+            self.state["exp_avg"][i] = xp.zeros_like(p.data)
+            self.state["exp_avg_sq"][i] = xp.zeros_like(p.data)
+        m = self.state["exp_avg"][i]
+        v = self.state["exp_avg_sq"][i]
         t = self.param_steps[i]
-        step_size, root_bias2 = self.lr / (1 - b1**t), math.sqrt(1 - b2**t)
+        step_size = self.lr / (1 - b1**t)
+        root_bias2 = math.sqrt(1 - b2**t)
         kernel = cuda_kernel(xp, *_ADAM_CUDA)
         if kernel is not None:  # the lines below in one CUDA kernel instead of 10 launches
             kernel(g.astype(p.dtype, copy=False), b1, b2, step_size, root_bias2, self.eps, p.data, m, v)
@@ -178,7 +187,12 @@ class AdamW(Adam):
 
 
 class LRScheduler:
-    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch, after the optimiser's steps."""
+    """Sets ``optimizer.lr`` from a count of its own ``step()`` calls (``last_epoch``, PyTorch's name).
+
+    One ``step()`` is one unit of the schedule, whatever the caller makes it: once per epoch, after
+    that epoch's optimiser steps, as in PyTorch's examples, or once per batch, after each optimiser
+    step, as the training recipe does (``recipe.make_optimizer``: its T_max and warm-up count batches).
+    """
 
     def __init__(self, optimizer):
         self.optimizer = optimizer
@@ -199,18 +213,20 @@ class LRScheduler:
         return {"base_lr": self.base_lr, "last_epoch": self.last_epoch}
 
     def load_state_dict(self, state):
-        self.base_lr, self.last_epoch = float(state["base_lr"]), int(state["last_epoch"])
+        self.base_lr = float(state["base_lr"])
+        self.last_epoch = int(state["last_epoch"])
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 
 class StepLR(LRScheduler):
-    """lr = base_lr * gamma ** (epoch // step_size): a drop by ``gamma`` every ``step_size`` epochs."""
+    """lr = base_lr * gamma ** (epoch // step_size): a drop by ``gamma`` every ``step_size`` steps of the schedule."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
         super().__init__(optimizer)
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size = step_size
+        self.gamma = gamma
 
     def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
@@ -226,7 +242,8 @@ class CosineLR(LRScheduler):
         if T_max < 1:
             raise ValueError(f"T_max must be >= 1, got {T_max}")
         super().__init__(optimizer)
-        self.T_max, self.eta_min = T_max, eta_min
+        self.T_max = T_max
+        self.eta_min = eta_min
 
     def lr_at(self, epoch):
         t = min(epoch, self.T_max)

@@ -8,9 +8,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .backend import to_device, to_numpy
 from .data import colorize
-from .tensor import no_grad
+from .predict import predict_masks  # also reached as plots.predict_masks, as the lessons do
 
 
 def plot_curves(history, path):
@@ -27,14 +26,6 @@ def plot_curves(history, path):
     ax_iou.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-
-
-@no_grad()
-def predict_masks(model, images, device="cpu"):
-    """Arg-max class per pixel: images (N, 3, H, W) float32 -> masks (N, H, W) int64 on the host."""
-    model.eval()
-    logits = model(to_device(np.asarray(images, dtype=np.float32), device))
-    return to_numpy(logits.data.argmax(axis=1)).astype(np.int64)
 
 
 def legend_handles(class_names, palette):

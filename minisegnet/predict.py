@@ -1,4 +1,5 @@
-"""Use a trained checkpoint: ``minisegnet evaluate`` (per-class metrics) and ``minisegnet predict`` (masks).
+"""Inference: masks from a model (``predict_masks``), and a trained checkpoint used from the command line,
+``minisegnet evaluate`` (per-class metrics) and ``minisegnet predict`` (mask and overlay PNGs).
 
 A U-Net of depth d needs sides divisible by 2^d (an FCN by 32); ``segment_image`` pads an image of
 any size by reflection up to the next valid size and crops the prediction back, so every pixel of
@@ -11,15 +12,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .backend import to_device, to_numpy
 from .data import colorize
 from .data.folder import IMAGE_SUFFIXES, load_image
 from .io import to_json
-from .plots import predict_masks
 from .recipe import ignore_index_of, load_datasets, side_multiple
+from .tensor import no_grad
 from .train import evaluate_model, load_model
 
 TILE_LIMIT = 1024 * 1024  # pixels; a larger image is segmented window by window
 TILE = 256  # a window's side, rounded up to what the model takes
+
+
+@no_grad()
+def predict_masks(model, images, device="cpu"):
+    """Arg-max class per pixel: images (N, 3, H, W) float32 -> masks (N, H, W) int64 on the host."""
+    model.eval()
+    logits = model(to_device(np.asarray(images, dtype=np.float32), device))
+    return to_numpy(logits.data.argmax(axis=1)).astype(np.int64)
 
 
 def _pad(image, rows, cols):

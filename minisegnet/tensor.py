@@ -28,7 +28,8 @@ _grad_enabled = True
 def no_grad():
     """Context manager: ops run inside it record no graph (evaluation, optimiser steps)."""
     global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
+    previous = _grad_enabled
+    _grad_enabled = False
     try:
         yield
     finally:
@@ -134,8 +135,11 @@ class Tensor:
             if tuple(grad.shape) != tuple(self.shape):
                 raise ValueError(f"grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
             get_array_module(self.data, grad)  # a NumPy grad for a CuPy tensor (or the reverse) is an error
+        # The memory no leaf may keep as its own .grad: the caller's, then what leaves hold.
+        caller = _owner(grad)
+        taken = {id(caller): caller}
         if self.creator is None:
-            self.grad = grad if self.grad is None else self.grad + grad
+            _accumulate(self, grad, taken)
             return
         # Pending gradients keyed by id, each held with its tensor so the id stays unique.
         grads = {id(self): (self, grad)}
@@ -155,9 +159,10 @@ class Tensor:
                         f"{tuple(gx.shape)} for an input of shape {x.shape}"
                     )
                 if x.creator is None:
-                    x.grad = gx if x.grad is None else x.grad + gx
+                    _accumulate(x, gx, taken)
                 else:
-                    grads[id(x)] = (x, grads[id(x)][1] + gx if id(x) in grads else gx)
+                    pending = grads.get(id(x))
+                    grads[id(x)] = (x, gx if pending is None else pending[1] + gx)
             if not retain_graph:
                 f.release(outputs)
 
@@ -211,10 +216,14 @@ class Tensor:
         return F.max(self, axis, keepdims)
 
     def reshape(self, *shape):
-        return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]  # x.reshape((2, 3)) as well as x.reshape(2, 3)
+        return F.reshape(self, shape)
 
     def transpose(self, *axes):
-        return F.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else axes or None)
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]  # x.transpose((1, 0)) as well as x.transpose(1, 0)
+        return F.transpose(self, axes or None)
 
     T = property(lambda self: F.transpose(self))
 
@@ -228,12 +237,56 @@ class Tensor:
         return F.relu(self)
 
 
+def _accumulate(leaf, gx, taken):
+    """Add ``gx`` into ``leaf.grad``, as an array the leaf owns alone (PyTorch's contract).
+
+    A backward may hand on its upstream gradient itself (``add`` gives ``gy`` to both inputs), a
+    read-only broadcast view (``sum``) or a view of another array (``transpose``), and the
+    caller's ``grad=`` may arrive unchanged. Kept as they are, two leaves would share one array,
+    or ``p.grad *= 0.5`` would fail or write into a neighbour. So a leaf's first gradient is
+    copied unless ``_may_keep`` says it is the leaf's alone; most gradients of a training step
+    (a conv's gW, a norm's gb) are fresh arrays and are kept without a copy. ``taken`` is
+    {id: array} of the memory no leaf may keep: the caller's ``grad`` and what leaves hold.
+    """
+    if leaf.grad is None:
+        xp = get_array_module(gx)
+        keep = _may_keep(gx, leaf, taken)
+        leaf.grad = gx if keep else xp.array(gx, dtype=leaf.dtype, order="C", copy=True)
+    else:
+        leaf.grad = (leaf.grad + gx).astype(leaf.dtype, copy=False)  # a sum is a fresh array
+    owner = _owner(leaf.grad)
+    taken[id(owner)] = owner
+
+
+def _owner(a):
+    """The array whose memory ``a`` uses: ``a`` itself, or the base of a view (NumPy and CuPy point
+    a view of a view at the first array), or a non-array (``np.frombuffer``'s bytes)."""
+    return a if a.base is None else a.base
+
+
+def _may_keep(gx, leaf, taken):
+    """True when ``gx`` may become ``leaf.grad`` as it is, without a copy.
+
+    It must be, or view whole (a reshape), memory that an array owns and nobody else holds (not in
+    ``taken``), and be writable, C-contiguous and of the leaf's dtype. A broadcast view fails (it is
+    read-only, and its elements need more bytes than the memory behind them), and so does a slice
+    of a larger array (``concat``'s backward splits ``gy``).
+    """
+    owner = _owner(gx)
+    if id(owner) in taken or getattr(owner, "base", True) is not None:
+        return False
+    whole = gx.nbytes == owner.nbytes and gx.flags.c_contiguous
+    return whole and getattr(gx.flags, "writeable", True) and gx.dtype == leaf.dtype
+
+
 def _topological_order(root):
     """Functions reachable from ``root``, each before the functions that made its inputs.
 
     An iterative depth-first post-order with an explicit stack, reversed.
     """
-    order, seen, stack = [], set(), [(root, False)]
+    order = []
+    seen = set()
+    stack = [(root, False)]
     while stack:
         f, done = stack.pop()
         if done:
@@ -259,6 +312,9 @@ class Function:
     saves on ``self`` what ``backward`` needs. ``backward`` gets one upstream gradient per
     output and returns one gradient per input (None for inputs with no gradient).
     ``self.needs_input_grad`` tells backward which input gradients are wanted.
+    ``backward`` never writes into a ``gy`` (it may be a leaf's ``.grad`` already) and never
+    returns an array it keeps (a saved array, a scratch buffer); returning ``gy`` itself or a
+    view is fine: a leaf copies what it may not own (see ``_accumulate``).
     """
 
     def __call__(self, *inputs):
@@ -295,7 +351,8 @@ class Function:
         """Drop the references that keep the graph (and its saved arrays) alive."""
         for o in outputs:
             if o is not None:
-                o.creator, o._freed = None, True
+                o.creator = None
+                o._freed = True
         self.inputs = ()
 
 

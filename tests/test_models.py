@@ -192,3 +192,29 @@ def test_he_init_draws_conv_weights_with_variance_2_over_fan_out():
     for a, b in zip(model.modules(), kept.modules()):  # the rest as before: the head is the last layer drawn
         if isinstance(a, (layers.Conv2d, layers.ConvTranspose2d)) and a is not model.head:
             np.testing.assert_array_equal(a.weight.data, b.weight.data)
+
+
+def test_he_init_fan_out_against_torch_for_conv_and_transposed_conv():
+    # He's fan_out is OC*KH*KW for both layers. torch computes it from weight.shape[0]: OC for a Conv2d's
+    # (OC, C, KH, KW), but C for a ConvTranspose2d's (C, OC, KH, KW), where OC*KH*KW is torch's fan_in.
+    T = torch()
+    from minisegnet import layers, models
+    from minisegnet.nn import manual_seed
+
+    manual_seed(0)
+    conv = models.he_init(layers.Conv2d(64, 128, 3))
+    up = models.he_init(layers.ConvTranspose2d(128, 32, 3))
+    assert up.weight.shape == (128, 32, 3, 3)
+    fan_in, fan_out = T.nn.init._calculate_fan_in_and_fan_out(T.empty(*up.weight.shape))
+    assert (fan_in, fan_out) == (32 * 9, 128 * 9)  # as torch counts them for the transposed conv's weight
+    T.manual_seed(0)
+    cases = [
+        (conv, T.nn.init.kaiming_normal_(T.empty(128, 64, 3, 3), mode="fan_out", nonlinearity="relu")),
+        (up, T.nn.init.kaiming_normal_(T.empty(128, 32, 3, 3), mode="fan_in", nonlinearity="relu")),
+    ]
+    for layer, twin in cases:
+        ours = layer.weight.data.std()
+        assert abs(ours / np.sqrt(2 / (layer.out_channels * 9)) - 1) < 0.02  # 2 / (OC*KH*KW), 37k+ draws
+        assert abs(ours / twin.std().item() - 1) < 0.03
+    torch_fan_out = T.nn.init.kaiming_normal_(T.empty(128, 32, 3, 3), mode="fan_out", nonlinearity="relu")
+    assert abs(up.weight.data.std() / torch_fan_out.std().item() - 2) < 0.06  # sqrt(C / OC) = 2 times torch's

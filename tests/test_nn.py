@@ -1,4 +1,4 @@
-"""minisegnet/nn.py and layers.py: registration, state_dict in PyTorch's layout, init, layers against torch."""
+"""minisegnet.nn (module.py and layers.py): registration, state_dict in PyTorch's layout, init, layers against torch."""
 
 import math
 

@@ -191,3 +191,114 @@ def test_tensor_of_an_array_stays_on_its_device(device, monkeypatch):
     a = msn.to_device(np.ones(3), device)
     assert msn.tensor(a).device == device
     assert msn.tensor([1.0, 2.0]).device == "cpu"
+
+
+# ---- every leaf owns its .grad (PyTorch's contract) ------------------------------------------------
+
+GRAPHS = {
+    "sum": lambda a, b: a.sum() + b.sum(),
+    "mean": lambda a, b: a.mean() + b.mean(),
+    "broadcast add": lambda a, b: (a + b[0]).sum(),
+    "add": lambda a, b: (a + b).sum(),
+    "reshape": lambda a, b: (a.reshape(6) + b.reshape(6)).sum(),
+    "transpose": lambda a, b: (a.T * b.T).sum(),
+    "concat": lambda a, b: (F.concat([a, b], axis=0) * 2).sum(),
+    "getitem": lambda a, b: (a[0] + b[1]).sum(),
+}
+
+
+def _leaf_memory_is_private(leaves, others=()):
+    xp = msn.get_array_module(leaves[0].data)
+    grads = [p.grad for p in leaves]
+    for i, g in enumerate(grads):
+        assert g.shape == leaves[i].shape and g.dtype == leaves[i].dtype and g.flags.c_contiguous
+        for h in grads[i + 1 :] + list(others):
+            assert not xp.shares_memory(g, h), "two leaves (or a leaf and the caller) share one gradient array"
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_every_leaf_gets_its_own_writable_grad(device, graph):
+    a = rand(2, 3, device=device)
+    b = rand(2, 3, device=device, seed=1)
+    GRAPHS[graph](a, b).backward()
+    _leaf_memory_is_private([a, b])
+    before = msn.to_numpy(b.grad).copy()
+    a.grad *= 0.5  # in-place clipping: the first thing a student writes
+    np.testing.assert_array_equal(msn.to_numpy(b.grad), before)
+
+
+def test_add_gives_the_two_leaves_two_arrays_not_the_callers(device):
+    a = rand(2, 3, device=device)
+    b = rand(2, 3, device=device, seed=1)
+    g = msn.to_device(np.ones((2, 3)), device)
+    (a + b).backward(g)
+    assert a.grad is not b.grad
+    _leaf_memory_is_private([a, b], [g])
+    a.grad *= 0.5
+    np.testing.assert_array_equal(msn.to_numpy(g), 1.0)
+    np.testing.assert_array_equal(msn.to_numpy(b.grad), 1.0)
+
+
+def test_a_leaf_called_backward_on_copies_the_callers_grad(device):
+    x = rand(3, device=device)
+    g = msn.to_device(np.full(3, 2.0), device)
+    x.backward(g)
+    x.grad *= 0.5
+    np.testing.assert_array_equal(msn.to_numpy(g), 2.0)
+    x.backward(g)
+    np.testing.assert_array_equal(msn.to_numpy(x.grad), 3.0)
+
+
+def test_a_view_of_the_callers_grad_is_copied(device):
+    x = rand(2, 3, device=device)
+    g = msn.to_device(np.ones(6), device)
+    x.reshape(6).backward(g)  # reshape's backward hands on a view of g
+    _leaf_memory_is_private([x], [g])
+
+
+def test_accumulation_over_two_backward_calls_stays_private(device):
+    a = rand(2, 3, device=device)
+    b = rand(2, 3, device=device, seed=1)
+    for _ in range(2):
+        (a + b).sum().backward()
+    np.testing.assert_array_equal(msn.to_numpy(a.grad), 2.0)
+    _leaf_memory_is_private([a, b])
+    b.grad *= 0.5
+    np.testing.assert_array_equal(msn.to_numpy(a.grad), 2.0)
+
+
+def test_a_gradient_of_another_dtype_is_cast_to_the_leafs():
+    a = rand(3, dtype=np.float32)
+    b = rand(3, seed=1)  # float64: a * b is float64, and so is gy * b
+    (a * b).sum().backward()
+    assert a.grad.dtype == np.float32 and b.grad.dtype == np.float64
+
+
+def test_fresh_gradients_are_kept_without_a_copy(monkeypatch):
+    # A conv's weight gradient is a fresh array (reshaped): the leaf keeps it, no copy per step.
+    from minisegnet.ops.conv import Conv2d
+
+    returned = []
+    backward = Conv2d.backward
+    monkeypatch.setattr(Conv2d, "backward", lambda self, gy: returned.append(backward(self, gy)) or returned[-1])
+    x = rand(2, 3, 6, 6, requires_grad=False)
+    W = rand(4, 3, 3, 3, seed=1)
+    F.conv2d(x, W, padding=1).sum().backward()
+    assert W.grad is returned[0][1]
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
+def test_conv_gradients_survive_the_next_convolution(device, transposed):
+    # The convolutions reuse scratch buffers: no leaf's gradient may be one of them.
+    x = rand(2, 3, 6, 6, device=device)
+    W = rand(3 if transposed else 4, 4 if transposed else 3, 3, 3, device=device, seed=1)
+    y = F.conv_transpose2d(x, W, stride=2, padding=1) if transposed else F.conv2d(x, W, padding=1)
+    y.sum().backward()
+    gx = msn.to_numpy(x.grad).copy()
+    gW = msn.to_numpy(W.grad).copy()
+    z = rand(2, 3, 6, 6, device=device, seed=2, requires_grad=False)
+    V = rand(4, 3, 3, 3, device=device, seed=3)
+    F.conv2d(z, V, padding=1).sum().backward()
+    F.conv2d(z, V, stride=2).sum().backward()
+    np.testing.assert_array_equal(msn.to_numpy(x.grad), gx)
+    np.testing.assert_array_equal(msn.to_numpy(W.grad), gW)

@@ -1,4 +1,4 @@
-"""Numerical gradient checking: compare a backward pass with central differences.
+"""The checker: compare a backward pass with central differences (``minisegnet.gradcheck``).
 
 For a function y = f(x1, ..., xk) we draw a *random* upstream gradient G of y's shape
 and check the scalar L = <f(x), G>. Its analytic gradient is what ``backward(G)``
@@ -17,8 +17,8 @@ import warnings
 
 import numpy as np
 
-from .backend import get_array_module, scalar
-from .tensor import Tensor, no_grad
+from ..backend import get_array_module, scalar
+from ..tensor import Tensor, no_grad
 
 
 class GradcheckError(AssertionError):

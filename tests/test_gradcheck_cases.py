@@ -1,4 +1,4 @@
-"""checks.py: the gradient-check suite behind `minisegnet gradcheck`."""
+"""gradcheck/cases.py: the table of gradient-check cases behind `minisegnet gradcheck` and the op tests."""
 
 import inspect
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import checks
+from minisegnet.gradcheck import cases as checks
 
 
 def test_every_case_passes(device):
@@ -19,7 +19,7 @@ def test_every_case_passes(device):
 def test_every_public_op_has_a_case():
     public = {name for name, fn in vars(F).items() if inspect.isfunction(fn) and not name.startswith("_")}
     missing = public - checks.ops_covered() - set(checks.NOT_CHECKED)
-    assert not missing, f"add cases to minisegnet/checks.py for: {sorted(missing)}"
+    assert not missing, f"add cases to minisegnet/gradcheck/cases.py for: {sorted(missing)}"
     assert {"cross_entropy", "binary_cross_entropy_with_logits", "soft_dice_loss", "dice_ce_loss"} <= set(
         checks.ops_covered()
     )
