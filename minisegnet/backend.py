@@ -6,8 +6,14 @@ same lines run on both kinds of array.
 
 The default device comes from the environment variable ``MINISEGNET_DEVICE``
 ("cpu" unless set).
+
+Fast or reference: ops whose speed needs tricks (conv, im2col, max pooling, the CUDA kernels)
+keep a readable reference path beside the fast one and ask ``fast_paths()`` which to run. The
+fast one is the default; ``reference_kernels()`` (a ``with`` block) or ``MINISEGNET_REFERENCE=1``
+(read at import) runs the reference path everywhere.
 """
 
+import contextlib
 import numbers
 import os
 
@@ -115,18 +121,43 @@ def as_strided(a, shape, strides):
 
 
 CUDA_KERNELS = os.environ.get("MINISEGNET_CUDA_KERNELS", "1").strip() != "0"
+REFERENCE = os.environ.get("MINISEGNET_REFERENCE", "0").strip() not in ("", "0")
 _kernels = {}
+
+
+def fast_paths():
+    """True (the default) when ops take their fast paths; False inside ``reference_kernels()``."""
+    return not REFERENCE
+
+
+@contextlib.contextmanager
+def reference_kernels(on=True):
+    """Run every op on its readable reference path inside the ``with`` block (``on=False``: the fast one).
+
+    The reference paths are the lessons' code: conv2d as ``W2 @ im2col(x)`` with any shape of
+    x (N, C, H, W), max pooling as an argmax over the window stack, no CUDA kernels. Results
+    agree with the fast paths to rounding (the tests compare them); only the speed differs.
+    The previous setting comes back on exit, also after an exception.
+    """
+    global REFERENCE
+    before = REFERENCE
+    REFERENCE = bool(on)
+    try:
+        yield
+    finally:
+        REFERENCE = before
 
 
 def cuda_kernel(xp, in_params, out_params, operation, name):
     """A hand-written CUDA kernel (``cupy.ElementwiseKernel``) for CuPy arrays, or None.
 
-    None on NumPy, and everywhere when ``CUDA_KERNELS`` is False (``MINISEGNET_CUDA_KERNELS=0``):
-    then the caller runs its generic array code, which the tests compare the kernel with. A few hot
-    spots (im2col, col2im, Adam) have a kernel, because each CuPy call costs ~10 us of launch
-    overhead and their generic versions take 9-16 calls. Compiled on first use, cached by name.
+    None on NumPy, and everywhere when ``CUDA_KERNELS`` is False (``MINISEGNET_CUDA_KERNELS=0``) or
+    the reference switch is on (``reference_kernels()``): then the caller runs its generic array
+    code, which the tests compare the kernel with. A few hot spots (im2col, col2im, Adam) have a
+    kernel, because each CuPy call costs ~10 us of launch overhead and their generic versions take
+    9-16 calls. Compiled on first use, cached by name.
     """
-    if xp is np or not CUDA_KERNELS:
+    if xp is np or not CUDA_KERNELS or REFERENCE:
         return None
     kernel = _kernels.get(name)
     if kernel is None:
