@@ -13,7 +13,6 @@ fast one is the default; ``reference_kernels()`` (a ``with`` block) or ``MINISEG
 (read at import) runs the reference path everywhere.
 """
 
-import contextlib
 import numbers
 import os
 
@@ -130,22 +129,25 @@ def fast_paths():
     return not REFERENCE
 
 
-@contextlib.contextmanager
-def reference_kernels(on=True):
+class reference_kernels:
     """Run every op on its readable reference path inside the ``with`` block (``on=False``: the fast one).
 
-    The reference paths are the lessons' code: conv2d as ``W2 @ im2col(x)`` with any shape of
-    x (N, C, H, W), max pooling as an argmax over the window stack, no CUDA kernels. Results
-    agree with the fast paths to rounding (the tests compare them); only the speed differs.
-    The previous setting comes back on exit, also after an exception.
+    The reference paths are the lessons' code: conv2d as ``W2 @ im2col(x)``, max pooling as an
+    argmax over the window stack, no CUDA kernels. Results agree with the fast paths to rounding
+    (the tests compare them); only the speed differs. The previous setting comes back on exit,
+    also after an exception. (A class: a switch, not one of the ops.)
     """
-    global REFERENCE
-    before = REFERENCE
-    REFERENCE = bool(on)
-    try:
-        yield
-    finally:
-        REFERENCE = before
+
+    def __init__(self, on=True):
+        self.on = bool(on)
+
+    def __enter__(self):
+        global REFERENCE
+        self.before, REFERENCE = REFERENCE, self.on
+
+    def __exit__(self, *exc_info):
+        global REFERENCE
+        REFERENCE = self.before
 
 
 def cuda_kernel(xp, in_params, out_params, operation, name):

@@ -12,7 +12,6 @@ called. ``override`` does that in every module of the package that holds the op,
 originals back on exit.
 """
 
-import contextlib
 import inspect
 import sys
 import types
@@ -20,8 +19,7 @@ import types
 from ..backend import reference_kernels  # noqa: F401  (re-exported: minisegnet.ops.reference_kernels)
 
 
-@contextlib.contextmanager
-def override(**fns):
+class override:
     """Replace public ops of ``minisegnet.ops`` by your functions inside a ``with`` block.
 
     ``override(conv2d=my_conv2d)``: ``my_conv2d`` takes conv2d's arguments (x (N, C, H, W),
@@ -30,26 +28,31 @@ def override(**fns):
     the block ends, also when it ends by an exception. The block receives the originals, so
     ``with override(conv2d=f) as lib: lib.conv2d(...)`` still reaches the library's own conv2d.
     Any public function of ``minisegnet.ops`` can be replaced (conv2d, conv_transpose2d,
-    max_pool2d, soft_dice_loss, cross_entropy, ...); an unknown name is an error.
+    max_pool2d, soft_dice_loss, cross_entropy, ...); an unknown name is an error. (A class: a
+    switch, not one of the ops.)
     """
-    ops = sys.modules[__package__]
-    originals = {}
-    for name, fn in fns.items():
-        current = getattr(ops, name, None)
-        if name.startswith("_") or not inspect.isfunction(current) or name in ("override", "reference_kernels"):
-            raise ValueError(f"override: {name!r} is not a public op of minisegnet.ops (e.g. conv2d, max_pool2d)")
-        if not callable(fn):
-            raise TypeError(f"override: {name}= must be a function, got {type(fn).__name__}")
-        originals[name] = current
-    swapped = []  # (module, attribute, original) for every place an op was replaced
-    try:
+
+    def __init__(self, **fns):
+        ops = sys.modules[__package__]
+        self.fns, self.originals = fns, {}
+        for name, fn in fns.items():
+            current = getattr(ops, name, None)
+            if name.startswith("_") or not inspect.isfunction(current):
+                raise ValueError(f"override: {name!r} is not a public op of minisegnet.ops (e.g. conv2d, max_pool2d)")
+            if not callable(fn):
+                raise TypeError(f"override: {name}= must be a function, got {type(fn).__name__}")
+            self.originals[name] = current
+
+    def __enter__(self):
+        self.swapped = []  # (module, attribute, original) for every place an op was replaced
         for module in [m for key, m in list(sys.modules.items()) if key.split(".")[0] == "minisegnet" and m]:
             for attr, value in list(vars(module).items()):
-                for name, original in originals.items():
+                for name, original in self.originals.items():
                     if value is original:
-                        setattr(module, attr, fns[name])
-                        swapped.append((module, attr, original))
-        yield types.SimpleNamespace(**originals)
-    finally:
-        for module, attr, original in reversed(swapped):
+                        setattr(module, attr, self.fns[name])
+                        self.swapped.append((module, attr, original))
+        return types.SimpleNamespace(**self.originals)
+
+    def __exit__(self, *exc_info):
+        for module, attr, original in reversed(self.swapped):
             setattr(module, attr, original)
