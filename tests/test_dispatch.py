@@ -99,3 +99,19 @@ def test_bad_overrides_raise_one_line_and_change_nothing(kwargs, error, match):
 
 def test_reference_kernels_is_one_switch_under_three_names():
     assert msn.reference_kernels is F.reference_kernels is msn.backend.reference_kernels
+
+
+def test_reference_kernels_train_a_model_to_the_same_numbers(device):
+    # The whole switch at once: a U-Net's loss and gradients, fast paths against reference paths (float32).
+    msn.nn.manual_seed(0)
+    model = models.UNet(2, 3, base_channels=4, depth=2).to(device)
+    x = rand(2, 2, 16, 16, device=device, dtype=np.float32, requires_grad=False)
+    masks = msn.backend.to_device(np.random.default_rng(0).integers(0, 3, (2, 16, 16)), device)
+    runs = []
+    for reference in (False, True):
+        with msn.reference_kernels(reference):
+            model.zero_grad()
+            loss = F.dice_ce_loss(model(x), masks)
+            loss.backward()
+            runs.append([loss.data] + [p.grad.copy() for p in model.parameters()])
+    assert all(rel_error(a, b) <= 1e-5 for a, b in zip(*runs))
