@@ -9,7 +9,8 @@ With ``col = im2col(x, batch_first=False)`` of shape (C*KH*KW, N*OH*OW) and ``W2
 Those three lines are the three helpers below, ``conv_forward``, ``conv_weight_grad`` and
 ``conv_input_grad``. The transposed convolution is that input gradient used as a forward pass:
 it *is* the adjoint of conv2d (<conv2d(x, W), y> = <x, conv_transpose2d(y, W)>), so its forward
-is ``conv_input_grad`` and its input gradient is ``conv_forward``.
+is ``conv_input_grad`` and its gradients are ``conv_forward`` and ``conv_weight_grad`` with the
+roles of input and output swapped (``conv_transpose_grads``).
 
 This is the reference path. By default each helper hands over to its namesake in conv_fast.py
 (chunks, scratch buffers, threads, whole-row columns, a flipped-kernel input gradient), which
@@ -57,6 +58,19 @@ def conv_input_grad(gy, W, x_shape, args):
     W2 = W.reshape(W.shape[0], -1)
     gcol = W2.T @ _channels_first(gy)  # (C*KH*KW, N*OH*OW)
     return col2im(gcol, x_shape, W.shape[2:], *args, gy.shape[2:], batch_first=False)
+
+
+def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
+    """(gx, gW) of conv_transpose2d for gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None if not wanted.
+
+    gx = conv2d(gy, W), the adjoint of the adjoint, over the H x W windows that made y; gW is
+    conv2d's weight gradient with the roles swapped: input gy, output gradient x.
+    """
+    if fast_paths():
+        return conv_fast.conv_transpose_grads(gy, x, W, args, want_gx, want_gW)  # gy's columns built once for both
+    gx = conv_forward(gy, W, None, args, x.shape[2:]) if want_gx else None
+    gW = conv_weight_grad(gy, x, W.shape, args) if want_gW else None
+    return gx, gW
 
 
 def _channels_first(gy):
@@ -174,8 +188,7 @@ class ConvTranspose2d(Function):
     def backward(self, gy):
         x, W = self.x, self.W
         want_gx, want_gW, want_gb = self.needs_input_grad
-        gx = conv_forward(gy, W, None, self.args, x.shape[2:]) if want_gx else None  # H x W windows: those that made y
-        gW = conv_weight_grad(gy, x, W.shape, self.args) if want_gW else None  # input gy, output gradient x
+        gx, gW = conv_transpose_grads(gy, x, W, self.args, want_gx, want_gW)
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and want_gb else None
         return gx, gW, gb
 

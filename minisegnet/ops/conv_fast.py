@@ -1,8 +1,8 @@
 """The fast path behind conv.py's three helpers: the same sums as ``W2 @ im2col(x)``, arranged for speed.
 
-``conv_forward``, ``conv_weight_grad`` and ``conv_input_grad`` take the arguments of their namesakes
-in conv.py and return the same arrays (the tests compare them in float64). conv.py calls them
-unless ``reference_kernels()`` is on. What they do differently (benchmarks/bench_conv.py):
+``conv_forward``, ``conv_weight_grad``, ``conv_input_grad`` and ``conv_transpose_grads`` take the
+arguments of their namesakes in conv.py and return the same arrays (the tests compare them in
+float64). conv.py calls them unless ``reference_kernels()`` is on. What they do differently (benchmarks/bench_conv.py):
 
 - Every product reads its operands as they lie in memory (BLAS takes a transposed view such as
   ``col.T`` as it is; ``tensordot`` would copy it first).
@@ -16,7 +16,8 @@ unless ``reference_kernels()`` is on. What they do differently (benchmarks/bench
 - With stride 1 the input gradient is itself a forward pass: gy correlated with the kernel
   flipped and its channels swapped, on "full" padding (copies instead of col2im's additions).
 
-The backward rebuilds the columns instead of keeping them from the forward pass: in a network,
+``conv_transpose_grads`` builds the columns of gy once for both of its products. The backward
+rebuilds the columns instead of keeping them from the forward pass: in a network,
 keeping them would hold KH*KW copies of every layer's input until the backward pass.
 """
 
@@ -28,41 +29,50 @@ from .workspace import batch_chunks, run_chunks, scratch
 
 def conv_forward(x, W, b, args, windows=None):
     """y (N, OC, OH, OW) = W2 @ im2col(x) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None."""
-    xp = get_array_module(x)
-    stride, padding, dilation = args
-    N, OC = x.shape[0], W.shape[0]
-    OH, OW = windows = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
-    pitch = _row_pitch(xp, x.shape[3], W.shape, stride, padding, OW)
-    W2 = W.reshape(OC, -1)
-    y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
-
-    def chunk(n0, n1):
-        col = _columns(x[n0:n1], W.shape, args, windows, pitch)
-        yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, col.shape[1])))
-        if b is not None:
-            yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
-        y[n0:n1] = yc.reshape(OC, n1 - n0, OH, pitch)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, ..) -> (n, OC, ..)
-
-    _run(chunk, x, W.shape, OH * pitch)
-    return y
+    windows = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
+    return _products(x, W.shape, args, windows, W=W, b=b)[0]
 
 
 def conv_weight_grad(x, gy, W_shape, args):
     """gW (OC, C, KH, KW) = gy @ im2col(x).T for x (N, C, H, W), gy (N, OC, OH, OW)."""
+    return _products(x, W_shape, args, gy.shape[2:], g=gy)[1]
+
+
+def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
+    """(gx, gW) for conv_transpose2d: conv_forward(gy, W) and conv_weight_grad(gy, x), from one set of columns of gy.
+
+    gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None for a gradient that is not wanted.
+    """
+    return _products(gy, W.shape, args, x.shape[2:], W=W if want_gx else None, g=x if want_gW else None)
+
+
+def _products(x, W_shape, args, windows, W=None, b=None, g=None):
+    # (y, gW) from the columns of x, built once per chunk: y = W2 @ col + b when W is given, else None;
+    # gW = g @ col.T for an output gradient g (N, OC, OH, OW) when g is given, else None.
     xp = get_array_module(x)
     stride, padding, dilation = args
-    OH, OW = windows = gy.shape[2:]
+    N, OC, (OH, OW) = x.shape[0], W_shape[0], windows
     pitch = _row_pitch(xp, x.shape[3], W_shape, stride, padding, OW)
+    y = None if W is None else xp.empty((N, OC, OH, OW), dtype=x.dtype)
 
     def chunk(n0, n1):
         col = _columns(x[n0:n1], W_shape, args, windows, pitch)
-        return _channels_first(gy[n0:n1], pitch) @ col.T  # (OC, n*L) @ (n*L, K): this chunk's part of gW
+        if W is not None:
+            yc = xp.matmul(W.reshape(OC, -1), col, out=scratch(x, "prod", (OC, col.shape[1])))
+            if b is not None:
+                yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
+            y[n0:n1] = yc.reshape(OC, n1 - n0, OH, pitch)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, ..) -> (n, OC, ..)
+        if g is not None:
+            return _channels_first(g[n0:n1], pitch) @ col.T  # (OC, n*L) @ (n*L, K): this chunk's part of gW
 
-    parts = _run(chunk, x, W_shape, OH * pitch)
+    K = W_shape[1] * W_shape[2] * W_shape[3]
+    parts = run_chunks(chunk, batch_chunks(N, K * OH * pitch * x.dtype.itemsize, xp))
+    if g is None:
+        return y, None
     gW = parts[0]
     for part in parts[1:]:  # in chunk order, whichever thread finished first
         gW += part
-    return gW.reshape(W_shape)
+    return y, gW.reshape(W_shape)
 
 
 def conv_input_grad(gy, W, x_shape, args):
@@ -93,14 +103,8 @@ def conv_input_grad(gy, W, x_shape, args):
         else:  # junk columns of gcol are zero: _channels_first zeroed them in gy
             shifted_col2im(gcol, gx[n0:n1].shape, (KH, KW), padding, dilation, (OH, OW), out=gx[n0:n1])
 
-    _run(chunk, gy, W.shape, L)
+    run_chunks(chunk, batch_chunks(N, K * L * gy.dtype.itemsize, xp))
     return gx
-
-
-def _run(chunk, x, W_shape, L):
-    # chunk(n0, n1) over the batch of x in chunks of about CHUNK_BYTES of columns (C*KH*KW, L) per image.
-    K = W_shape[1] * W_shape[2] * W_shape[3]
-    return run_chunks(chunk, batch_chunks(x.shape[0], K * L * x.dtype.itemsize, get_array_module(x)))
 
 
 def _row_pitch(xp, width, W_shape, stride, padding, OW):
