@@ -18,6 +18,7 @@ import minisegnet.ops as F
 from minisegnet import Tensor, backend
 from minisegnet.backend import get_array_module, reference_kernels, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
+from minisegnet.ops import conv_fast, workspace
 from minisegnet.ops.im2col import col2im, conv_out_size, conv_transpose_out_size, im2col
 from minisegnet.ops.im2col_fast import cuda_columns, shifted_col2im, shifted_im2col
 
@@ -351,6 +352,27 @@ def test_fast_and_reference_paths_agree(device, grid):
             with reference_kernels(reference):
                 runs.append(forward_backward(op, device, np.float64, x, W, b, gy_seed=200 + i, **kw)[0])
         assert_close(runs[0], runs[1], 1e-10, (op.__name__, case))
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_tiled_transposed_conv_path_agrees_with_the_reference(device, threads, monkeypatch):
+    # 2x2 stride 2, padding 0 (a U-Net's upsampling): conv_fast's tiled path, one product and one
+    # reordering copy per chunk, here one image per chunk and, on the CPU, two threads.
+    assert conv_fast._tiled((3, 4, 2, 2), ((2, 2), (0, 0), (1, 1)), (10, 12), (5, 6))
+    assert not conv_fast._tiled((3, 4, 2, 2), ((2, 2), (0, 0), (1, 1)), (11, 12), (5, 6))  # output_padding 1
+    monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
+    before = backend.get_num_threads()
+    backend.set_num_threads(threads if device == "cpu" else 0)
+    try:
+        for xs, OC, kw in [((3, 3, 5, 6), 4, {}), ((2, 4, 4, 4), 2, {"output_padding": 0})]:
+            x, W, b = draw(xs, (xs[1], OC, 2, 2), OC, seed=7)
+            runs = []
+            for reference in (False, True):
+                with reference_kernels(reference):
+                    runs.append(forward_backward(F.conv_transpose2d, device, np.float64, x, W, b, 8, stride=2, **kw)[0])
+            assert_close(runs[0], runs[1], 1e-10, xs)
+    finally:
+        backend.set_num_threads(before)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])

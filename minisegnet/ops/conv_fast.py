@@ -13,6 +13,9 @@ float64). conv.py calls them unless ``reference_kernels()`` is on. What they do 
   (``shifted_im2col``): each kernel offset is then one contiguous run per image instead of many
   short rows, which made the copies 2-3x faster, for a product at most 12.5% wider (the
   ``pitch - OW`` junk values per row, dropped afterwards).
+- Where the windows tile the image (kernel = stride, no padding: the 2x2 stride-2 transposed
+  convolution of a U-Net), the columns are a plain reordering: one product per image and one
+  reordering copy, forward and backward (``_tiled``).
 - With stride 1 the input gradient is itself a forward pass: gy correlated with the kernel
   flipped and its channels swapped, on "full" padding (copies instead of col2im's additions).
 
@@ -43,6 +46,8 @@ def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
 
     gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None for a gradient that is not wanted.
     """
+    if _tiled(W.shape, args, gy.shape[2:], x.shape[2:]):
+        return _tiled_transpose_grads(gy, x, W, want_gx, want_gW)
     return _products(gy, W.shape, args, x.shape[2:], W=W if want_gx else None, g=x if want_gW else None)
 
 
@@ -81,6 +86,8 @@ def conv_input_grad(gy, W, x_shape, args):
     stride, padding, dilation = args
     N, OC, OH, OW = gy.shape
     _, C, KH, KW = W.shape
+    if _tiled(W.shape, args, x_shape[2:], (OH, OW)):
+        return _tiled_input_grad(gy, W, x_shape)
     full = [d * (k - 1) - p for k, p, d in zip((KH, KW), padding, dilation)]
     reached = conv_out_size(x_shape[2:], (KH, KW), 1, padding, dilation) == (OH, OW)  # no output_padding
     if stride == (1, 1) and (KH, KW) != (1, 1) and OC <= C and min(full) >= 0 and reached:
@@ -105,6 +112,60 @@ def conv_input_grad(gy, W, x_shape, args):
 
     run_chunks(chunk, batch_chunks(N, K * L * gy.dtype.itemsize, xp))
     return gx
+
+
+def _tiled(W_shape, args, size, windows):
+    # True when the windows tile the image exactly (kernel = stride, no padding, no dilation: the 2x2
+    # stride-2 upsampling of a U-Net): every pixel is in exactly one window, so the columns are a reordering.
+    stride, padding, dilation = args
+    KH, KW = W_shape[2:]
+    exact = tuple(size) == (windows[0] * KH, windows[1] * KW)
+    return stride == (KH, KW) and padding == (0, 0) and dilation == (1, 1) and exact
+
+
+def _tiled_input_grad(gy, W, x_shape):
+    # gx (N, C, H, Wd) = col2im(W2.T @ gy) for tiling windows: one product per image, col2im one reordering copy.
+    xp = get_array_module(gy)
+    N, OC, OH, OW = gy.shape
+    _, C, KH, KW = W.shape
+    W2T = W.reshape(OC, -1).T
+    gx = xp.empty(x_shape, dtype=gy.dtype)
+
+    def chunk(n0, n1):
+        gcol = xp.matmul(W2T, gy[n0:n1].reshape(n1 - n0, OC, OH * OW))  # (n, C*KH*KW, OH*OW)
+        tiles = gx[n0:n1].reshape(n1 - n0, C, OH, KH, OW, KW)  # a view: writing into it fills gx
+        tiles[...] = gcol.reshape(n1 - n0, C, KH, KW, OH, OW).transpose(0, 1, 4, 2, 5, 3)
+
+    run_chunks(chunk, batch_chunks(N, W2T.shape[0] * OH * OW * gy.dtype.itemsize, xp))
+    return gx
+
+
+def _tiled_transpose_grads(gy, x, W, want_gx, want_gW):
+    # conv_transpose_grads for tiling windows: the columns of gy are one reordering copy (n, OC*KH*KW, H*Wd)
+    # per chunk, then gx = W2 @ col and gW = sum over images of x @ col.T, one product each.
+    xp = get_array_module(gy)
+    N, C, H, Wd = x.shape
+    _, OC, KH, KW = W.shape
+    W2 = W.reshape(C, -1)
+    gx = xp.empty(x.shape, dtype=gy.dtype) if want_gx else None
+
+    def chunk(n0, n1):
+        n = n1 - n0
+        col = scratch(gy, "col", (n, OC, KH, KW, H, Wd))
+        col[...] = gy[n0:n1].reshape(n, OC, H, KH, Wd, KW).transpose(0, 1, 3, 5, 2, 4)
+        col = col.reshape(n, OC * KH * KW, H * Wd)
+        if want_gx:
+            xp.matmul(W2, col, out=gx[n0:n1].reshape(n, C, H * Wd))
+        if want_gW:
+            return xp.matmul(x[n0:n1].reshape(n, C, H * Wd), col.transpose(0, 2, 1)).sum(axis=0)
+
+    parts = run_chunks(chunk, batch_chunks(N, W2.shape[1] * H * Wd * gy.dtype.itemsize, xp))
+    if not want_gW:
+        return gx, None
+    gW = parts[0]
+    for part in parts[1:]:  # in chunk order, whichever thread finished first
+        gW += part
+    return gx, gW.reshape(W.shape)
 
 
 def _row_pitch(xp, width, W_shape, stride, padding, OW):
