@@ -19,6 +19,7 @@ from .backend import (
     cupy_available,
     get_array_module,
     get_num_threads,
+    reference_kernels,
     set_num_threads,
     synchronize,
     to_device,
