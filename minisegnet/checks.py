@@ -122,6 +122,18 @@ dice_kw = {
     "ignore_index": {"ignore_index": 255},
     "all switches": {"squared": False, "reduce_batch": True, "include_background": False, "weight": W3},
     "squared+ignore+weight": {"ignore_index": 255, "weight": W3, "reduce_batch": True},
+    "jaccard": {"jaccard": True},
+    "jaccard linear batch": {"jaccard": True, "squared": False, "reduce_batch": True},
+    "tversky": {"alpha": 0.3, "beta": 0.7, "squared": False},
+    "tversky squared ignore": {"alpha": 0.8, "beta": 0.2, "ignore_index": 255},
+    "generalized": {"weight": "generalized", "squared": False},
+    "generalized batch no background": {"weight": "generalized", "reduce_batch": True, "include_background": False},
+    "log_loss": {"log_loss": True, "weight": W3},
+    "smooth_nr=0": {"smooth_nr": 0.0, "smooth_dr": 1e-3},
+    "sum": {"reduction": "sum", "jaccard": True},
+    "none": {"reduction": "none", "weight": W3},
+    "none generalized": {"reduction": "none", "weight": "generalized"},
+    "empty=zero batch": {"empty": "zero", "reduce_batch": True},
 }
 
 CASES = [
@@ -271,6 +283,13 @@ CASES = [
         lab,
     ),
     case("soft_dice_loss empty class", lambda p, t: F.soft_dice_loss(p, t, smooth=1e-3), probs, labels(2, 2, 4, 4)),
+    case("soft_dice_loss empty=zero", lambda p, t: F.soft_dice_loss(p, t, empty="zero"), probs, labels(2, 2, 4, 4)),
+    case(
+        "soft_dice_loss generalized empty class",
+        lambda p, t: F.soft_dice_loss(p, t, weight="generalized"),
+        probs,
+        labels(2, 2, 4, 4),
+    ),
     case(
         "dice_ce_loss",
         lambda z, t: F.dice_ce_loss(z, t, lambda_dice=0.7, weight=W3),

@@ -9,7 +9,8 @@ import numpy as np
 from ..backend import get_array_module
 from ..tensor import Function
 from .activation import softmax
-from .dice import check_class_weight, check_finite, check_labels, check_unit_interval, constant, soft_dice_loss
+from .dice import soft_dice_loss
+from .validate import check_class_weight, check_finite, check_labels, check_unit_interval, constant
 
 REDUCTIONS = ("mean", "sum", "none")
 
