@@ -239,6 +239,34 @@ CASES = [
         lab,
     ),
     case("cross_entropy all ignored", F.cross_entropy, normal(2, 3), ints([-100, -100])),
+    case(
+        "cross_entropy label_smoothing",
+        lambda x, t, pw: F.cross_entropy(x, t, weight=W3, pixel_weight=pw, label_smoothing=0.2),
+        normal(2, 3, 3, 4),
+        labels(3, 2, 3, 4, ignore=-100),
+        uniform(0.5, 3.0, 2, 3, 4, grad=False),
+    ),
+    case(
+        "cross_entropy soft target", F.cross_entropy, normal(2, 3, 3, 4), uniform(0, 1, 2, 3, 3, 4, seed=1, grad=False)
+    ),
+    case(
+        "cross_entropy soft target smoothing weight none",
+        lambda x, q: F.cross_entropy(x, q, weight=W3, label_smoothing=0.1, reduction="none"),
+        normal(2, 3, 3, 4),
+        uniform(0, 1, 2, 3, 3, 4, seed=1, grad=False),
+    ),
+    # losses: focal
+    case("focal_loss", F.focal_loss, normal(2, 3, 4, 4), lab),
+    case(
+        "focal_loss alpha ignore_index",
+        lambda x, t: F.focal_loss(x, t, gamma=1.5, alpha=W3),
+        normal(2, 3, 4, 4),
+        labels(3, 2, 4, 4, ignore=-100),
+    ),
+    case(
+        "focal_loss gamma 0.5 sum", lambda x, t: F.focal_loss(x, t, 0.5, 0.25, reduction="sum"), normal(2, 3, 4, 4), lab
+    ),
+    case("focal_loss none", lambda x, t: F.focal_loss(x, t, 3.0, reduction="none"), normal(2, 3, 4, 4), lab),
     # losses: binary cross-entropy with logits (the target gets a gradient too)
     case(
         "binary_cross_entropy_with_logits",

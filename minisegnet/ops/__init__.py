@@ -9,6 +9,7 @@ from .array import broadcast_to, center_crop, concat, getitem, max, mean, pad, r
 from .conv import conv2d, conv_out_size, conv_transpose2d, conv_transpose_out_size
 from .dice import soft_dice_loss
 from .elementwise import add, div, exp, log, matmul, mul, neg, pow, sqrt, sub, sum_to
+from .focal import focal_loss
 from .loss import binary_cross_entropy_with_logits, cross_entropy, dice_ce_loss
 from .norm import batch_norm
 from .pool import avg_pool2d, max_pool2d, max_unpool2d
