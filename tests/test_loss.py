@@ -8,6 +8,7 @@ import pytest
 import minisegnet as msn
 import minisegnet.ops as F
 from minisegnet.backend import to_device
+from minisegnet.checks import run_checks
 from minisegnet.gradcheck import gradcheck
 
 from utils import rand, rand_labels, rel_error, to_torch, torch
@@ -207,10 +208,19 @@ def test_dice_ce_loss_is_the_weighted_sum(device):
     t = rand_labels((2, 4, 4), device=device, ignore=-100)
     y = F.dice_ce_loss(x, t, lambda_dice=0.3, lambda_ce=2.0, weight=to_device(W3, device), include_background=False)
     ce = F.cross_entropy(x, t, weight=to_device(W3, device)).item()
-    dice = F.soft_dice_loss(F.softmax(x), t, include_background=False, ignore_index=-100).item()
+    dice = F.soft_dice_loss(F.softmax(x), t, reduce_batch=True, include_background=False, ignore_index=-100).item()
     assert y.item() == pytest.approx(2.0 * ce + 0.3 * dice, rel=1e-12)
-    rep = gradcheck(lambda x: F.dice_ce_loss(x, t, lambda_dice=0.3, lambda_ce=2.0, squared=False, reduce_batch=True), x)
-    assert rep.max_rel_err <= 1e-6, rep
+    assert all(row.ok for row in run_checks(device, names=["dice_ce_loss"]))
+
+
+def test_dice_ce_loss_lambda_0_leaves_the_term_out():
+    x, t = rand(2, 3, 4, 4), rand_labels((2, 4, 4))
+    assert F.dice_ce_loss(x, t, lambda_dice=0).item() == F.cross_entropy(x, t).item()
+    assert F.dice_ce_loss(x, t, lambda_ce=0).item() == F.soft_dice_loss(F.softmax(x), t, reduce_batch=True).item()
+    with pytest.raises(ValueError, match="both 0"):
+        F.dice_ce_loss(x, t, lambda_dice=0, lambda_ce=0)
+    with pytest.raises(ValueError, match="lambda_ce must be a number >= 0.0, got -1"):
+        F.dice_ce_loss(x, t, lambda_ce=-1)
 
 
 def test_dice_ce_loss_matches_torch_autograd():
@@ -220,7 +230,7 @@ def test_dice_ce_loss_matches_torch_autograd():
     tx = to_torch(x, True)
     p = torch_.softmax(tx, 1)
     g = torch_.nn.functional.one_hot(torch_.from_numpy(t), 3).permute(0, 3, 1, 2).double()
-    d = (2 * (p * g).sum((2, 3)) + 1e-6) / ((p * p).sum((2, 3)) + (g * g).sum((2, 3)) + 1e-6)
+    d = (2 * (p * g).sum((0, 2, 3)) + 1e-6) / ((p * p).sum((0, 2, 3)) + (g * g).sum((0, 2, 3)) + 1e-6)  # batch Dice
     loss = torch_.nn.functional.cross_entropy(tx, torch_.from_numpy(t)) + 0.5 * (1 - d.mean())
     loss.backward()
     assert rel_error(x.grad, tx.grad.numpy()) < 1e-10
