@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from .backend import get_array_module, to_numpy, unwrap
+from .metrics_boundary import average_surface_distance, hausdorff_distance, surface_distances  # noqa: F401
 
 AVERAGES = ("macro", "micro", "weighted")
 EMPTY = ("nan", "zero", "one", "ignore_empty")
