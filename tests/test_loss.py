@@ -31,16 +31,14 @@ def test_cross_entropy_gradcheck(device, shape, reduction, weighted, ignore):
     assert rep.max_rel_err <= 1e-6, rep
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_pixel_weight_gradcheck(device, reduction):
+def test_cross_entropy_pixel_weight_gradcheck(device):
+    # The gradcheck cases live in checks.py (``minisegnet gradcheck``); here: they pass, and no gradient reaches pw.
+    assert all(r.ok for r in run_checks(device, names=["cross_entropy pixel_weight", "cross_entropy label_smoothing"]))
     x = rand(2, 3, 4, 5, device=device)
     t = rand_labels((2, 4, 5), device=device, ignore=-100)
     pw = rand(2, 4, 5, device=device, low=0.5, high=3.0, requires_grad=False)  # a Tensor: no gradient flows into it
-    rep = gradcheck(
-        lambda x: F.cross_entropy(x, t, weight=to_device(W3, device), reduction=reduction, pixel_weight=pw), x
-    )
-    assert rep.max_rel_err <= 1e-6, rep
-    assert pw.grad is None
+    F.cross_entropy(x, t, weight=to_device(W3, device), pixel_weight=pw).backward()
+    assert pw.grad is None and x.grad is not None
 
 
 @pytest.mark.parametrize("shape", [(4, 3, 5), (2, 3, 2, 3, 2)], ids=str)
@@ -139,13 +137,10 @@ def test_cross_entropy_bad_input():
 
 
 # ---- binary cross-entropy with logits -------------------------------------------------------------------------------
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("pos_weight", [None, [1.0, 3.0, 0.5]], ids=["nopw", "pw"])
-def test_bce_gradcheck(device, reduction, pos_weight):
-    x = rand(2, 3, 2, 3, device=device)
-    t = rand(2, 3, 2, 3, device=device, seed=1, low=0.0, high=1.0)  # soft targets take a gradient too
-    rep = gradcheck(lambda x, t: F.binary_cross_entropy_with_logits(x, t, pos_weight, reduction), x, t)
-    assert rep.max_rel_err <= 1e-6, rep
+def test_bce_gradcheck(device):
+    # checks.py's cases: plain, pos_weight, "sum", "none"; soft targets take a gradient too.
+    rows = run_checks(device, names=["binary_cross_entropy_with_logits"])
+    assert len(rows) == 4 and all(r.ok for r in rows), rows
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)], ids=str)
