@@ -78,3 +78,15 @@ def test_meter_reports_weighted_per_image_and_leaves_an_ignored_class_out():
     cms = metrics.confusion_matrices(p, t, 4, ignore_index=0)
     assert r["miou_per_image"] == pytest.approx(np.nanmean(metrics.mean_iou(cms, ignore_index=0)))
     assert r["empty"] == "nan"
+
+
+@pytest.mark.parametrize("ignore_empty,empty", [(True, "ignore_empty"), (False, "one")])
+def test_per_image_dice_matches_monai_dice_metric(ignore_empty, empty):
+    torch = pytest.importorskip("torch")
+    mm = pytest.importorskip("monai.metrics")
+    p, t = _labels(4)
+    p[1][p[1] == 2] = 0  # image 1: class 2 in the target only; class 3 absent everywhere
+    onehot = [torch.tensor(np.eye(4)[a].transpose(0, 3, 1, 2)) for a in (p, t)]
+    ref = mm.DiceMetric(include_background=True, reduction="none", ignore_empty=ignore_empty)(*onehot).numpy()
+    got = metrics.dice(metrics.confusion_matrices(p, t, 4), empty=empty)
+    assert np.allclose(got, ref, rtol=1e-6, equal_nan=True)
