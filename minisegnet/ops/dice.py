@@ -114,9 +114,9 @@ class SoftDiceLoss(Function):
         axes = ((0,) if self.reduce_batch else ()) + tuple(range(2, p.ndim))
         v = _generalized(g, axes, keep) if self.generalized else 1
         sums = [pm * g, pm * p if self.squared else pm, g * g if self.squared else g]
-        I, P, G = [(v * a).sum(axis=axes, keepdims=True) for a in sums]
+        I, P, G = [(v * part).sum(axis=axes, keepdims=True) for part in sums]
         if self.generalized:
-            I, P, G = [a.sum(axis=1, keepdims=True) for a in (I, P, G)]
+            I, P, G = [part.sum(axis=1, keepdims=True) for part in (I, P, G)]
         D = I + self.alpha * (P - I) + self.beta * (G - I)
         raw = self.k * D + self.s_dr
         self.live = raw > EPS
@@ -141,7 +141,7 @@ class SoftDiceLoss(Function):
 
     def _out_shape(self, shape):
         """(N, C), (C,), (N,) or () for per-image, batch, generalized per-image and generalized batch terms."""
-        return tuple(n for n, keep in zip(shape[:2], (not self.reduce_batch, not self.generalized)) if keep)
+        return tuple(n for n, kept in zip(shape[:2], (not self.reduce_batch, not self.generalized)) if kept)
 
     def backward(self, gy):
         gy = gy.reshape(self.term_shape) if self.reduction == "none" else gy
@@ -178,7 +178,8 @@ def soft_dice_loss(
     probs (N, C, H, W) in [0, 1] (after softmax, or sigmoid for multi-label); any trailing spatial axes work.
     target: integer labels (N, H, W), turned into a one-hot g inside, or a float / bool one-hot or multi-label mask
     (N, C, H, W) (an integer (N, C, H, W) mask is refused: use a float or bool one). Returns a scalar in [0, 1]
-    (reduction "mean"). Switches, each giving another common definition (formulas in the module docstring):
+    (reduction "mean", without ``log_loss``). Switches, each giving another common definition (formulas in the
+    module docstring):
 
     - ``squared=False``: denominator sum p + sum g (the V-Net paper uses squares, many libraries the linear form).
     - ``reduce_batch=True``: sums run over N as well, one Dice per class for the batch, then the mean over classes.
