@@ -141,3 +141,16 @@ def test_new_switches_bad_values():
             F.soft_dice_loss(p, t, **kw)
     with pytest.raises(TypeError, match="use a float or bool one-hot mask"):
         F.soft_dice_loss(p, g.astype(np.uint8))
+
+
+@pytest.mark.parametrize("reduce_batch", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_seed_formula_bit_for_bit(reduce_batch, dtype):
+    # The family's general form must not change a single bit of the default loss the training runs use.
+    p, t, g = _case(seed=5)
+    p, g = p.astype(dtype), g.astype(dtype)
+    axes = (0, 2, 3) if reduce_batch else (2, 3)
+    I, U = (p * g).sum(axes, keepdims=True), (p * p + g * g).sum(axes, keepdims=True)
+    d = (2 * I + 1e-6) / (U + 1e-6)
+    a = np.ones((1, 3, 1, 1), dtype=dtype) / (3.0 * (1 if reduce_batch else 2))
+    assert F.soft_dice_loss(p, t, reduce_batch=reduce_batch).item() == (1 - (a * d).sum()).item()

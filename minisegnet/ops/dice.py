@@ -70,6 +70,10 @@ def _generalized(g, axes, keep):
     return xp.where(present, w, w.max(axis=1, keepdims=True)) * keep
 
 
+def _scaled(a, w):
+    return a if w == 1 else a * w  # skips a pass over the array for Dice's weights of 1
+
+
 class SoftDiceLoss(Function):
     """L = sum_terms a l(d) with d = (k I + s_nr) / (k D + s_dr) (see the module docstring for I, P, G, D, v, m).
 
@@ -85,14 +89,9 @@ class SoftDiceLoss(Function):
 
     def __init__(self, squared, reduce_batch, include_background, ignore_index, alpha, beta, k, s_nr, s_dr, opts):
         self.squared, self.reduce_batch, self.include_background = squared, reduce_batch, include_background
-        self.ignore_index, self.alpha, self.beta, self.k, self.s_nr, self.s_dr = (
-            ignore_index,
-            alpha,
-            beta,
-            k,
-            s_nr,
-            s_dr,
-        )
+        self.ignore_index, self.alpha, self.k, self.s_nr, self.s_dr = ignore_index, alpha, k, s_nr, s_dr
+        # k D = cI I + (k alpha) P + (k beta) G; for Dice cI = 0 and both others 1, so k D is exactly P + G.
+        self.cI, self.wP, self.wG = k * (1 - alpha - beta), k * alpha, k * beta
         self.log_loss, self.reduction, self.empty, self.generalized = opts
 
     def forward(self, p, target, weight):
@@ -113,16 +112,16 @@ class SoftDiceLoss(Function):
         pm = p if m is None else p * m
         axes = ((0,) if self.reduce_batch else ()) + tuple(range(2, p.ndim))
         v = _generalized(g, axes, keep) if self.generalized else 1
-        sums = [pm * g, pm * p if self.squared else pm, g * g if self.squared else g]
-        I, P, G = [(v * part).sum(axis=axes, keepdims=True) for part in sums]
+        # the sum of alpha P and beta G, scaled by k, in one pass (the seed's sum p^2 + g^2 for Dice)
+        rest = _scaled(pm * p if self.squared else pm, self.wP) + _scaled(g * g if self.squared else g, self.wG)
+        parts = (pm * g, rest, g) if self.empty == "zero" else (pm * g, rest)
+        I, R, *G = [(v * part if self.generalized else part).sum(axis=axes, keepdims=True) for part in parts]
         if self.generalized:
-            I, P, G = [part.sum(axis=1, keepdims=True) for part in (I, P, G)]
-        D = I + self.alpha * (P - I) + self.beta * (G - I)
-        raw = self.k * D + self.s_dr
+            I, R, *G = [part.sum(axis=1, keepdims=True) for part in (I, R, *G)]
+        raw = (R if self.cI == 0 else self.cI * I + R) + self.s_dr
         self.live = raw > EPS
         self.den = xp.maximum(raw, EPS)
         self.d = (self.k * I + self.s_nr) / self.den
-        loss = -xp.log(xp.maximum(self.d, EPS)) if self.log_loss else 1 - self.d
 
         # a: the terms' weights. "mean" divides by the kept weights' sum (per image) and by the number of images.
         a = xp.ones_like(self.d) if self.generalized else xp.broadcast_to(keep, self.d.shape)
@@ -133,8 +132,14 @@ class SoftDiceLoss(Function):
                 raise ValueError("soft_dice_loss: the kept classes' weights sum to 0 (C=1 without background?)")
             a = a / total
         if self.empty == "zero":
-            a = a * (G > 0)
-        self.p, self.g, self.m, self.v, self.a, self.term_shape = p, g, m, v, a, loss.shape
+            a = a * (G[0] > 0)
+        self.p, self.g, self.m, self.v, self.a, self.term_shape = p, g, m, v, a, self.d.shape
+        if self.log_loss:
+            loss = -xp.log(xp.maximum(self.d, EPS))
+        elif self.reduction == "mean" and self.empty == "keep":
+            return 1 - (a * self.d).sum()  # the weights sum to 1: the seed's 1 - mean d, bit for bit
+        else:
+            loss = 1 - self.d
         if self.reduction == "none":
             return (a * loss).reshape(self._out_shape(loss.shape))
         return (a * loss).sum()
@@ -147,11 +152,12 @@ class SoftDiceLoss(Function):
         gy = gy.reshape(self.term_shape) if self.reduction == "none" else gy
         xp = get_array_module(gy)
         dl = xp.where(self.d > EPS, -1 / xp.maximum(self.d, EPS), 0) if self.log_loss else -1
-        d = self.d * self.live
-        e_p = 2 * self.p if self.squared else 1
+        e_p = 2 * self.p if self.squared else 1  # e p^(e - 1)
         e_p = e_p if self.m is None else e_p * self.m
-        dd = self.k * self.v * ((1 - d * (1 - self.alpha - self.beta)) * self.g - d * self.alpha * e_p) / self.den
-        return gy * self.a * dl * dd, None, None
+        dD = _scaled(e_p, self.wP) if self.cI == 0 else self.cI * self.g + self.wP * e_p  # d(k D)/dp without v
+        dd = self.k * self.g - (self.d * self.live) * dD
+        dd = self.v * dd if self.generalized else dd
+        return gy * self.a * dl * dd / self.den, None, None
 
 
 def soft_dice_loss(
