@@ -189,8 +189,8 @@ class SegmentationMeter:
         cms = confusion_matrices(pred, target, self.num_classes, self.ignore_index)
         self.cm = cms.sum(axis=0) if self.cm is None else self.cm + cms.sum(axis=0)
         kw = {"ignore_index": self.ignore_index, "empty": self.empty}
-        self.image_iou.append(to_numpy(mean_iou(cms, **kw)))
-        self.image_dice.append(to_numpy(mean_dice(cms, **kw)))
+        self.image_iou.append(mean_iou(cms, **kw))  # kept on the device: no sync per batch
+        self.image_dice.append(mean_dice(cms, **kw))
 
     def compute(self):
         """A dict of Python numbers, each from the data set's confusion matrix except the per-image ones:
@@ -207,7 +207,7 @@ class SegmentationMeter:
             return float(to_numpy(a))
 
         def over_images(scores):
-            scores = np.concatenate(scores) if scores else np.zeros(0)
+            scores = np.concatenate([to_numpy(a) for a in scores]) if scores else np.zeros(0)
             return float(np.nanmean(scores)) if np.isfinite(scores).any() else math.nan
 
         return {
