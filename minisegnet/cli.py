@@ -73,7 +73,9 @@ def cmd_train(args):
     final = summary["final"]
     print(
         f"done in {summary['train_seconds']:.0f} s: val mIoU {final['miou']:.3f}, foreground mIoU "
-        f"{final['fg_miou']:.3f}, pixel accuracy {final['pixel_acc']:.3f}; peak memory "
+        f"{final['fg_miou']:.3f}, pixel accuracy {final['pixel_acc']:.3f} (from the validation set's confusion "
+        f"matrix; a class absent from prediction and target is left out of the means; per-image mIoU "
+        f"{final.get('miou_per_image', float('nan')):.3f}); peak memory "
         f"{summary['peak_memory_mb']:.0f} MB; results in {cfg.run_dir}/"
     )
     return 0

@@ -291,20 +291,17 @@ def make_loss(cfg, train_masks, num_classes, device):
     elif cfg.class_weights != "none":
         raise ValueError(f"unknown class_weights {cfg.class_weights!r}: expected none or balanced")
 
+    lambdas = {"ce": (0.0, 1.0), "dice": (1.0, 0.0), "ce+dice": (1.0, 1.0)}[cfg.loss]
+
     def loss(logits, masks):
-        total = 0.0
-        if cfg.loss in ("ce", "ce+dice"):
-            pixel_weight = None
-            if cfg.border_weights:
-                pixel_weight = to_device(F.unet_weight_map(to_numpy(masks), class_weights=None), device)
-            ce_ignore = -100 if ignore is None else ignore  # -100: torch's "nothing ignored"
-            total = F.cross_entropy(logits, masks, weight=weight, ignore_index=ce_ignore, pixel_weight=pixel_weight)
-        if cfg.loss in ("dice", "ce+dice"):
-            # Batch Dice: one Dice per class over the whole batch. Per image, a class the image lacks scores a
-            # perfect 1 for predicting nothing, and a Dice-only run can settle on "all background" (measured).
-            dice = F.soft_dice_loss(F.softmax(logits, axis=1), masks, reduce_batch=True, ignore_index=ignore)
-            total = total + dice
-        return total
+        pixel_weight = None
+        if cfg.border_weights and cfg.loss != "dice":
+            pixel_weight = to_device(F.unet_weight_map(to_numpy(masks), class_weights=None), device)
+        # dice_ce_loss holds the one definition of CE+Dice and the batch-Dice default (with its measurement).
+        lambda_dice, lambda_ce = lambdas
+        return F.dice_ce_loss(
+            logits, masks, lambda_dice, lambda_ce, weight=weight, ignore_index=ignore, pixel_weight=pixel_weight
+        )
 
     return loss
 

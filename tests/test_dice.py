@@ -182,7 +182,7 @@ def test_soft_dice_bad_input():
         F.soft_dice_loss(p, t, weight=[1.0, 2.0])
     with pytest.raises(ValueError, match="weight must be >= 0, got -1.0"):
         F.soft_dice_loss(p, t, weight=[1.0, -1.0, 1.0])
-    with pytest.raises(ValueError, match="smooth must be > 0"):
-        F.soft_dice_loss(p, t, smooth=0)
+    with pytest.raises(ValueError, match="smooth must be a number >= 0.0, got -1"):
+        F.soft_dice_loss(p, t, smooth=-1)
     with pytest.raises(ValueError, match="sum to 0"):
         F.soft_dice_loss(p[:, :1], np.zeros((2, 4, 4), dtype=int), include_background=False)

@@ -97,3 +97,39 @@ def test_quick_mode_leaves_explicit_fields_alone():
     assert (cfg.epochs, cfg.size, cfg.n_train, cfg.name) == (5, 16, 32, "unet-shapes")
     kept = TrainConfig(quick=True, epochs=8).resolved(keep=["epochs"])
     assert kept.epochs == 8 and kept.resolved(keep=["epochs"]) == kept  # resolving twice changes nothing
+
+
+@pytest.mark.parametrize("loss", ["ce", "dice", "ce+dice"])
+@pytest.mark.parametrize("ignore,border,balanced", [(None, False, False), (255, True, True)])
+def test_make_loss_gives_the_same_loss_and_gradient_as_before_dice_ce_loss(loss, ignore, border, balanced, tmp_path):
+    # The pre-#16 make_loss written out: cross_entropy (+) batch soft Dice, bit for bit the same.
+    import minisegnet as msn
+    import minisegnet.ops as F
+    from minisegnet.recipe import make_loss
+
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 3, (2, 6, 6))
+    if ignore is not None:
+        masks[0, :2] = ignore
+    data = {"data": str(tmp_path)} if ignore is not None else {}  # a folder data set ignores 255
+    cfg = TrainConfig(loss=loss, border_weights=border, class_weights="balanced" if balanced else "none", **data)
+    fn = make_loss(cfg, masks, 3, "cpu")
+    x = msn.tensor(rng.standard_normal((2, 3, 6, 6)), requires_grad=True)
+    got = fn(x, masks)
+    got.backward()
+    g_new = x.grad.copy()
+    x.zero_grad()
+    weight = None
+    if balanced:
+        counts = np.bincount(masks[masks != ignore], minlength=3).astype(np.float64)
+        weight = (counts.sum() / (3 * np.maximum(counts, 1))).astype(np.float32)
+    total = 0.0
+    if loss != "dice":
+        pw = F.unet_weight_map(masks, class_weights=None) if border else None
+        ce_ignore = -100 if ignore is None else ignore
+        total = F.cross_entropy(x, masks, weight=weight, ignore_index=ce_ignore, pixel_weight=pw)
+    if loss != "ce":
+        total = total + F.soft_dice_loss(F.softmax(x, axis=1), masks, reduce_batch=True, ignore_index=ignore)
+    total.backward()
+    assert got.item() == total.item()
+    assert np.array_equal(g_new, x.grad)

@@ -122,6 +122,18 @@ dice_kw = {
     "ignore_index": {"ignore_index": 255},
     "all switches": {"squared": False, "reduce_batch": True, "include_background": False, "weight": W3},
     "squared+ignore+weight": {"ignore_index": 255, "weight": W3, "reduce_batch": True},
+    "jaccard": {"jaccard": True},
+    "jaccard linear batch": {"jaccard": True, "squared": False, "reduce_batch": True},
+    "tversky": {"alpha": 0.3, "beta": 0.7, "squared": False},
+    "tversky squared ignore": {"alpha": 0.8, "beta": 0.2, "ignore_index": 255},
+    "generalized": {"weight": "generalized", "squared": False},
+    "generalized batch no background": {"weight": "generalized", "reduce_batch": True, "include_background": False},
+    "log_loss": {"log_loss": True, "weight": W3},
+    "smooth_nr=0": {"smooth_nr": 0.0, "smooth_dr": 1e-3},
+    "sum": {"reduction": "sum", "jaccard": True},
+    "none": {"reduction": "none", "weight": W3},
+    "none generalized": {"reduction": "none", "weight": "generalized"},
+    "empty=zero batch": {"empty": "zero", "reduce_batch": True},
 }
 
 CASES = [
@@ -228,6 +240,34 @@ CASES = [
         lab,
     ),
     case("cross_entropy all ignored", F.cross_entropy, normal(2, 3), ints([-100, -100])),
+    case(
+        "cross_entropy label_smoothing",
+        lambda x, t, pw: F.cross_entropy(x, t, weight=W3, pixel_weight=pw, label_smoothing=0.2),
+        normal(2, 3, 3, 4),
+        labels(3, 2, 3, 4, ignore=-100),
+        uniform(0.5, 3.0, 2, 3, 4, grad=False),
+    ),
+    case(
+        "cross_entropy soft target", F.cross_entropy, normal(2, 3, 3, 4), uniform(0, 1, 2, 3, 3, 4, seed=1, grad=False)
+    ),
+    case(
+        "cross_entropy soft target smoothing weight none",
+        lambda x, q: F.cross_entropy(x, q, weight=W3, label_smoothing=0.1, reduction="none"),
+        normal(2, 3, 3, 4),
+        uniform(0, 1, 2, 3, 3, 4, seed=1, grad=False),
+    ),
+    # losses: focal
+    case("focal_loss", F.focal_loss, normal(2, 3, 4, 4), lab),
+    case(
+        "focal_loss alpha ignore_index",
+        lambda x, t: F.focal_loss(x, t, gamma=1.5, alpha=W3),
+        normal(2, 3, 4, 4),
+        labels(3, 2, 4, 4, ignore=-100),
+    ),
+    case(
+        "focal_loss gamma 0.5 sum", lambda x, t: F.focal_loss(x, t, 0.5, 0.25, reduction="sum"), normal(2, 3, 4, 4), lab
+    ),
+    case("focal_loss none", lambda x, t: F.focal_loss(x, t, 3.0, reduction="none"), normal(2, 3, 4, 4), lab),
     # losses: binary cross-entropy with logits (the target gets a gradient too)
     case(
         "binary_cross_entropy_with_logits",
@@ -272,6 +312,13 @@ CASES = [
         lab,
     ),
     case("soft_dice_loss empty class", lambda p, t: F.soft_dice_loss(p, t, smooth=1e-3), probs, labels(2, 2, 4, 4)),
+    case("soft_dice_loss empty=zero", lambda p, t: F.soft_dice_loss(p, t, empty="zero"), probs, labels(2, 2, 4, 4)),
+    case(
+        "soft_dice_loss generalized empty class",
+        lambda p, t: F.soft_dice_loss(p, t, weight="generalized"),
+        probs,
+        labels(2, 2, 4, 4),
+    ),
     case(
         "dice_ce_loss",
         lambda z, t: F.dice_ce_loss(z, t, lambda_dice=0.7, weight=W3),

@@ -25,6 +25,7 @@ from .conv import conv2d, conv_out_size, conv_transpose2d, conv_transpose_out_si
 from .dice import soft_dice_loss
 from .dispatch import override, reference_kernels
 from .elementwise import add, div, exp, log, matmul, mul, neg, pow, sqrt, sub, sum_to
+from .focal import focal_loss
 from .loss import binary_cross_entropy_with_logits, cross_entropy, dice_ce_loss
 from .norm import batch_norm
 from .pool import avg_pool2d, max_pool2d, max_unpool2d

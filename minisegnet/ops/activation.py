@@ -18,11 +18,14 @@ def relu(x):
     return ReLU()(x)
 
 
+def sigmoid_array(x):
+    """1 / (1 + e^-x) on a raw array as 0.5 * (1 + tanh(x / 2)), which never overflows; shared by every loss."""
+    return 0.5 * (get_array_module(x).tanh(0.5 * x) + 1)
+
+
 class Sigmoid(Function):
     def forward(self, x):
-        xp = get_array_module(x)
-        # 0.5 * (1 + tanh(x / 2)) equals 1 / (1 + e^-x) but never overflows.
-        self.y = 0.5 * (xp.tanh(0.5 * x) + 1)
+        self.y = sigmoid_array(x)
         return self.y
 
     def backward(self, gy):
@@ -48,8 +51,9 @@ def tanh(x):
     return Tanh()(x)
 
 
-def _log_softmax(x, axis):
-    # log-sum-exp trick: subtracting the max changes nothing mathematically and keeps exp() <= 1.
+def log_softmax_array(x, axis=1):
+    """log softmax on a raw array by log-sum-exp (the one copy, used by softmax and every loss)."""
+    # Subtracting the max changes nothing mathematically and keeps exp() <= 1.
     xp = get_array_module(x)
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
@@ -62,7 +66,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        self.y = get_array_module(x).exp(_log_softmax(x, self.axis))
+        self.y = get_array_module(x).exp(log_softmax_array(x, self.axis))
         return self.y
 
     def backward(self, gy):
@@ -81,7 +85,7 @@ class LogSoftmax(Function):
         self.axis = axis
 
     def forward(self, x):
-        self.y = _log_softmax(x, self.axis)
+        self.y = log_softmax_array(x, self.axis)
         return self.y
 
     def backward(self, gy):

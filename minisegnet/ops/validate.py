@@ -1,0 +1,78 @@
+"""Checks shared by every loss (cross-entropy, BCE, focal, the Dice family): labels, weights, finiteness, switches.
+
+Each raises a one-line error that names the bad value and what was expected.
+"""
+
+from ..backend import get_array_module
+
+
+def constant(a, like):
+    """A list or number given as a class / pixel weight, made an array on ``like``'s device; arrays pass through."""
+    if isinstance(a, (list, tuple, int, float)):
+        return get_array_module(like).asarray(a, dtype=float)
+    return a
+
+
+def first_bad(a, bad):
+    """The first element of ``a`` where the boolean array ``bad`` holds, as a Python number (for error messages)."""
+    return a[bad].ravel()[0].item()
+
+
+def check_finite(x, what):
+    """Raise a ValueError naming the first NaN or Inf in ``x``."""
+    xp = get_array_module(x)
+    finite = xp.isfinite(x)
+    if not bool(finite.all()):
+        raise ValueError(f"{what} contains {first_bad(x, ~finite)} at least once; expected finite values")
+
+
+def check_labels(t, C, ignore_index, what):
+    """Raise unless ``t`` holds integers in [0, C) or equal to ``ignore_index`` (which may be None)."""
+    xp = get_array_module(t)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{what} must hold integer class labels, got dtype {t.dtype}")
+    bad = (t < 0) | (t >= C)
+    if ignore_index is not None:
+        bad &= t != ignore_index
+    if bool(bad.any()):
+        extra = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        raise ValueError(f"{what} holds label {first_bad(t, bad)}; labels must lie in [0, {C}) for C={C}{extra}")
+    return xp
+
+
+def check_unit_interval(a, what, hint=""):
+    """Raise unless every value of ``a`` lies in [0, 1] (NaN fails too, since NaN compares false)."""
+    inside = (a >= 0) & (a <= 1)
+    if not bool(inside.all()):
+        raise ValueError(f"{what} must lie in [0, 1]{hint}, got {first_bad(a, ~inside)}")
+
+
+def check_class_weight(weight, C, what, nonnegative=False):
+    """Raise unless ``weight`` is a 1-D array of C entries (and, with ``nonnegative``, none below 0)."""
+    if weight.ndim != 1 or weight.shape[0] != C:
+        raise ValueError(f"{what} must have shape ({C},), one entry per class, got shape {tuple(weight.shape)}")
+    if nonnegative and bool((weight < 0).any()):
+        raise ValueError(f"{what} must be >= 0, got {first_bad(weight, weight < 0)}")
+
+
+def check_choice(value, choices, what):
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def check_number(value, what, low=0.0, high=None):
+    """Raise unless ``value`` is a real number in [low, high] (high None: no upper bound)."""
+    ok = isinstance(value, (int, float)) and value == value and value >= low and (high is None or value <= high)
+    if not ok:
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{what} must be a number {bound}, got {value!r}")
+
+
+def check_int_not_one_hot(target, ndim, what):
+    """Raise when an integer target has the class axis (N, C, H, W): labels are (N, H, W), masks float or bool."""
+    if target.dtype.kind in "iu" and target.ndim == ndim:
+        raise TypeError(
+            f"{what}: integer target of shape {tuple(target.shape)} looks like a one-hot mask of dtype {target.dtype}; "
+            "use a float or bool one-hot mask, or integer labels (N, H, W)"
+        )
