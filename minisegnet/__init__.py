@@ -2,11 +2,12 @@
 
 __version__ = "0.1.0"
 
-from . import models, nn, optim
+from . import models, nn, ops, optim
 from .backend import (
     cupy_available,
     get_array_module,
     get_num_threads,
+    reference_kernels,
     set_num_threads,
     synchronize,
     to_device,

@@ -6,6 +6,11 @@ same lines run on both kinds of array.
 
 The default device comes from the environment variable ``MINISEGNET_DEVICE``
 ("cpu" unless set).
+
+Fast or reference: ops whose speed needs tricks (conv, im2col, max pooling, the CUDA kernels)
+keep a readable reference path beside the fast one and ask ``fast_paths()`` which to run. The
+fast one is the default; ``reference_kernels()`` (a ``with`` block) or ``MINISEGNET_REFERENCE=1``
+(read at import) runs the reference path everywhere.
 """
 
 import numbers
@@ -115,18 +120,46 @@ def as_strided(a, shape, strides):
 
 
 CUDA_KERNELS = os.environ.get("MINISEGNET_CUDA_KERNELS", "1").strip() != "0"
+REFERENCE = os.environ.get("MINISEGNET_REFERENCE", "0").strip() not in ("", "0")
 _kernels = {}
+
+
+def fast_paths():
+    """True (the default) when ops take their fast paths; False inside ``reference_kernels()``."""
+    return not REFERENCE
+
+
+class reference_kernels:
+    """Run every op on its readable reference path inside the ``with`` block (``on=False``: the fast one).
+
+    The reference paths are the lessons' code: conv2d as ``W2 @ im2col(x)``, max pooling as an
+    argmax over the window stack, no CUDA kernels. Results agree with the fast paths to rounding
+    (the tests compare them); only the speed differs. The previous setting comes back on exit,
+    also after an exception. (A class: a switch, not one of the ops.)
+    """
+
+    def __init__(self, on=True):
+        self.on = bool(on)
+
+    def __enter__(self):
+        global REFERENCE
+        self.before, REFERENCE = REFERENCE, self.on
+
+    def __exit__(self, *exc_info):
+        global REFERENCE
+        REFERENCE = self.before
 
 
 def cuda_kernel(xp, in_params, out_params, operation, name):
     """A hand-written CUDA kernel (``cupy.ElementwiseKernel``) for CuPy arrays, or None.
 
-    None on NumPy, and everywhere when ``CUDA_KERNELS`` is False (``MINISEGNET_CUDA_KERNELS=0``):
-    then the caller runs its generic array code, which the tests compare the kernel with. A few hot
-    spots (im2col, col2im, Adam) have a kernel, because each CuPy call costs ~10 us of launch
-    overhead and their generic versions take 9-16 calls. Compiled on first use, cached by name.
+    None on NumPy, and everywhere when ``CUDA_KERNELS`` is False (``MINISEGNET_CUDA_KERNELS=0``) or
+    the reference switch is on (``reference_kernels()``): then the caller runs its generic array
+    code, which the tests compare the kernel with. A few hot spots (im2col, col2im, Adam) have a
+    kernel, because each CuPy call costs ~10 us of launch overhead and their generic versions take
+    9-16 calls. Compiled on first use, cached by name.
     """
-    if xp is np or not CUDA_KERNELS:
+    if xp is np or not CUDA_KERNELS or REFERENCE:
         return None
     kernel = _kernels.get(name)
     if kernel is None:

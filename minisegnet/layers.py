@@ -16,13 +16,7 @@ import numpy as np
 
 from . import ops as F
 from .nn import Module, Parameter, default_rng
-
-
-def _pair(v, name):
-    pair = (v, v) if isinstance(v, (int, np.integer)) else tuple(v)
-    if len(pair) != 2 or not all(isinstance(i, (int, np.integer)) for i in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
-    return tuple(int(i) for i in pair)
+from .ops.sizes import pair as _pair
 
 
 def _uniform(rng, bound, shape, dtype):

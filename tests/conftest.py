@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from minisegnet.backend import cupy_available
+from minisegnet.backend import cupy_available, reference_kernels
 
 os.environ.setdefault("MINISEGNET_QUICK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -22,3 +22,17 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(params=["fast", "reference"])
+def path(request):
+    """ "fast" or "reference": the test runs on the ops' default fast paths, then inside reference_kernels()."""
+    with reference_kernels(request.param == "reference"):
+        yield request.param
+
+
+@pytest.fixture
+def fast():
+    """The fast paths, whatever MINISEGNET_REFERENCE says: for tests of the speed machinery itself."""
+    with reference_kernels(False):
+        yield

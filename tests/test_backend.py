@@ -65,3 +65,27 @@ def test_cuda_kernels_switch_from_environment(value, on):
     env = {**os.environ, "MINISEGNET_CUDA_KERNELS": value}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(on), "None"]  # None on NumPy either way
+
+
+def test_reference_switch_turns_the_fast_paths_and_the_cuda_kernels_off():
+    assert backend.fast_paths()
+    with msn.reference_kernels():
+        assert not backend.fast_paths() and backend.REFERENCE
+        assert backend.cuda_kernel(object(), "T x", "T y", "y = x", "copy") is None  # any array module
+        with msn.reference_kernels(False):
+            assert backend.fast_paths()
+        assert not backend.fast_paths()
+    assert backend.fast_paths()
+    with pytest.raises(RuntimeError, match="inside"):
+        with msn.reference_kernels():
+            raise RuntimeError("inside")
+    assert backend.fast_paths()
+
+
+@pytest.mark.parametrize("value,on", [("0", False), ("1", True), ("", False), (" 1 ", True)])
+def test_reference_switch_from_environment(value, on):
+    # MINISEGNET_REFERENCE=1, read at import, puts every op on its reference path.
+    code = "import minisegnet.backend as b; print(b.REFERENCE, b.fast_paths())"
+    env = {**os.environ, "MINISEGNET_REFERENCE": value}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(on), str(not on)]

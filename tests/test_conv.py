@@ -16,17 +16,10 @@ import pytest
 
 import minisegnet.ops as F
 from minisegnet import Tensor, backend
-from minisegnet.backend import get_array_module, to_device, to_numpy
+from minisegnet.backend import get_array_module, reference_kernels, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
-from minisegnet.ops.im2col import (
-    col2im,
-    conv_out_size,
-    conv_transpose_out_size,
-    cuda_columns,
-    im2col,
-    shifted_col2im,
-    shifted_im2col,
-)
+from minisegnet.ops.im2col import col2im, conv_out_size, conv_transpose_out_size, im2col
+from minisegnet.ops.im2col_fast import cuda_columns, shifted_col2im, shifted_im2col
 
 import naive
 from utils import rand, rel_error
@@ -123,7 +116,7 @@ def torch_grads(fn, x, W, b, gy, *args):
 
 
 @pytest.mark.parametrize("grid", GRID_NAMES)
-def test_conv2d_forward_and_gradients_match_the_loops(device, grid):
+def test_conv2d_forward_and_gradients_match_the_loops(path, device, grid):
     for i, case in enumerate(conv_grid(grid)):
         xs, OC, K, S, P, D = case
         x, W, b = draw(xs, (OC, xs[1]) + K, OC, seed=i)
@@ -157,7 +150,7 @@ def test_conv2d_matches_torch(device, grid):
 
 
 @pytest.mark.parametrize("grid", GRID_NAMES)
-def test_conv_transpose2d_forward_and_gradients_match_the_loops(device, grid):
+def test_conv_transpose2d_forward_and_gradients_match_the_loops(path, device, grid):
     for i, case in enumerate(convt_grid(grid)):
         xs, OC, K, S, P, OP, D = case
         x, W, b = draw(xs, (xs[1], OC) + K, OC, seed=i)
@@ -193,7 +186,7 @@ def test_conv_transpose2d_matches_torch(device, grid):
 
 
 @pytest.mark.parametrize("grid", GRID_NAMES)
-def test_conv_transpose2d_is_the_adjoint_of_conv2d(device, grid):
+def test_conv_transpose2d_is_the_adjoint_of_conv2d(path, device, grid):
     # <conv2d(x, W), y> = <x, conv_transpose2d(y, W)> for every x and y: the output_padding below
     # makes conv_transpose2d return x's size.
     for i, (xs, OC, K, S, P, D) in enumerate(conv_grid(grid)):
@@ -211,7 +204,7 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d(device, grid):
     "K, S, P, D",
     [(3, 1, 1, 1), (3, 2, 1, 1), ((3, 2), (2, 1), (1, 0), (1, 2)), ((1, 3), 1, (0, 1), 2), (2, 2, 0, 1)],
 )
-def test_conv2d_gradcheck(device, K, S, P, D):
+def test_conv2d_gradcheck(path, device, K, S, P, D):
     x, W, b = rand(2, 2, 6, 7, device=device), rand(3, 2, *pair(K), device=device, seed=1), rand(3, device=device)
     rep = gradcheck(lambda x, W, b: F.conv2d(x, W, b, S, P, D), x, W, b)
     assert rep.max_rel_err <= 1e-6
@@ -239,7 +232,7 @@ def test_output_sizes():
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_col2im_is_the_adjoint_of_im2col(device, batch_first):
+def test_col2im_is_the_adjoint_of_im2col(path, device, batch_first):
     for K, S, P, D in [(3, 1, 1, 1), ((3, 2), (2, 3), (2, 1), (1, 2)), (2, 2, 0, 1), (1, 1, 0, 1)]:
         x = rand(2, 3, 7, 8, device=device, requires_grad=False).data
         col = im2col(x, K, S, P, D, batch_first=batch_first)
@@ -249,7 +242,7 @@ def test_col2im_is_the_adjoint_of_im2col(device, batch_first):
         assert abs(lhs - rhs) <= 1e-12 * abs(lhs), (K, S, P, D)
 
 
-def test_im2col_layouts_and_shortcuts(device):
+def test_im2col_layouts_and_shortcuts(device, fast):
     x = rand(2, 3, 6, 8, device=device, requires_grad=False).data
     xpad = np.pad(to_numpy(x), ((0, 0), (0, 0), (1, 1), (1, 1)))
     col = to_numpy(im2col(x, (3, 2), (1, 2), 1))
@@ -272,7 +265,7 @@ def test_im2col_layouts_and_shortcuts(device):
         assert np.array_equal(tiled, generic[:, :, :6]) and not generic[:, :, 6].any()
 
 
-def test_col2im_results_are_not_overwritten_by_later_calls(device):
+def test_col2im_results_are_not_overwritten_by_later_calls(path, device):
     # col2im sums into a scratch buffer reused from call to call: what it returns must be a copy.
     c = rand(2, 12, 12, device=device, requires_grad=False).data  # 2x2 kernel, stride 2, 7x8 image: 3x4 windows
     first = col2im(c, (2, 3, 7, 8), 2, 2)
@@ -285,7 +278,7 @@ def test_col2im_results_are_not_overwritten_by_later_calls(device):
     np.testing.assert_array_equal(to_numpy(shifted), kept_shifted)
 
 
-def test_shifted_im2col_is_im2col_in_whole_padded_rows(device):
+def test_shifted_im2col_is_im2col_in_whole_padded_rows(path, device):
     # Stride 1: the same columns as im2col(batch_first=False) once the WP - OW junk values of each
     # output row are dropped, and shifted_col2im is its adjoint (junk places of the input zero).
     for K, P, D, windows in [(3, 1, 1, None), ((3, 2), (2, 1), (1, 2), None), ((2, 3), 0, 1, (4, 3)), (5, 2, 1, None)]:
@@ -307,9 +300,10 @@ def test_shifted_im2col_is_im2col_in_whole_padded_rows(device):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_cuda_kernels_equal_the_generic_loops(device, dtype, monkeypatch):
+def test_cuda_kernels_equal_the_generic_loops_and_the_reference_path(device, dtype, monkeypatch):
     # On CuPy, im2col and col2im run one CUDA kernel each (backend.cuda_kernel); NumPy has none.
-    # MINISEGNET_CUDA_KERNELS=0 (backend.CUDA_KERNELS) runs the loops on CuPy: both must agree.
+    # MINISEGNET_CUDA_KERNELS=0 (backend.CUDA_KERNELS) runs the fast path's loops on CuPy, and
+    # reference_kernels() the reference path, kernels off too: all three must agree.
     if device == "cpu":
         assert backend.cuda_kernel(np, "T x", "T y", "y = x", "copy") is None and not cuda_columns(np)
         pytest.skip("the CUDA kernels run on CuPy only")
@@ -318,26 +312,62 @@ def test_cuda_kernels_equal_the_generic_loops(device, dtype, monkeypatch):
     x = rand(2, 3, 7, 8, device=device, dtype=dtype, requires_grad=False).data
     w = rand(4, 3, 3, 3, device=device, dtype=dtype, seed=3)
     results = {}
-    for kernels in (True, False):
+    for kernels, reference in [(True, False), (False, False), (True, True)]:
         monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
-        assert cuda_columns(get_array_module(x)) == kernels
-        out = results[kernels] = []
-        for K, S, P, D, windows in cases:
-            for batch_first in (True, False):
-                col = im2col(x, K, S, P, D, windows, batch_first=batch_first)
-                c = rand(*col.shape, device=device, dtype=dtype, seed=1, requires_grad=False).data
-                out += [col, col2im(c, x.shape, K, S, P, D, windows, batch_first=batch_first)]
-        xt = Tensor(x, requires_grad=True)
-        y = F.conv2d(xt, w, padding=1)
-        y.backward(to_device(np.ones(y.shape, dtype), device))
-        out += [y.data, xt.grad, w.grad]
-        w.grad = None
+        with reference_kernels(reference):
+            assert cuda_columns(get_array_module(x)) == (kernels and not reference)
+            out = results[kernels, reference] = []
+            for K, S, P, D, windows in cases:
+                for batch_first in (True, False):
+                    col = im2col(x, K, S, P, D, windows, batch_first=batch_first)
+                    c = rand(*col.shape, device=device, dtype=dtype, seed=1, requires_grad=False).data
+                    out += [col, col2im(c, x.shape, K, S, P, D, windows, batch_first=batch_first)]
+            xt = Tensor(x, requires_grad=True)
+            y = F.conv2d(xt, w, padding=1)
+            y.backward(to_device(np.ones(y.shape, dtype), device))
+            out += [y.data, xt.grad, w.grad]
+            w.grad = None
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    for ours, generic in zip(results[True], results[False]):
-        assert ours.dtype == generic.dtype and rel_error(ours, generic) <= tol
+    for ours, generic, ref in zip(results[True, False], results[False, False], results[True, True]):
+        assert ours.dtype == generic.dtype == ref.dtype and rel_error(ours, generic) <= tol
+        assert rel_error(ours, ref) <= tol
 
 
-def test_im2col_matches_torch_unfold():
+# ---- the fast path against the reference path ---------------------------------------------
+
+
+@pytest.mark.parametrize("grid", GRID_NAMES)
+def test_fast_and_reference_paths_agree(device, grid):
+    # conv_fast.py (chunks, whole-row columns, the flipped-kernel input gradient) against conv.py's
+    # three lines, with the bench's threads too: every output and gradient to 1e-10 in float64.
+    for i, case in enumerate(conv_grid(grid) + convt_grid(grid)):
+        xs, OC, K, S, P = case[:5]
+        op, kw = (F.conv2d, {}) if len(case) == 6 else (F.conv_transpose2d, {"output_padding": case[5]})
+        W_shape = (OC, xs[1]) + K if op is F.conv2d else (xs[1], OC) + K
+        x, W, b = draw(xs, W_shape, OC, seed=i)
+        kw.update(stride=S, padding=P, dilation=case[-1])
+        runs = []
+        for reference in (False, True):
+            with reference_kernels(reference):
+                runs.append(forward_backward(op, device, np.float64, x, W, b, gy_seed=200 + i, **kw)[0])
+        assert_close(runs[0], runs[1], 1e-10, (op.__name__, case))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_im2col_fast_and_reference_agree(device, batch_first):
+    for K, S, P, D, windows in [(3, 1, 1, 1, None), ((3, 2), (2, 3), (2, 1), (1, 2), None), (1, 1, 0, 1, None)]:
+        x = rand(2, 3, 7, 8, device=device, requires_grad=False).data
+        runs = []
+        for reference in (False, True):
+            with reference_kernels(reference):
+                col = im2col(x, K, S, P, D, windows, batch_first=batch_first)
+                c = rand(*col.shape, device=device, seed=1, requires_grad=False).data
+                runs.append((to_numpy(col), to_numpy(col2im(c, x.shape, K, S, P, D, windows, batch_first=batch_first))))
+        np.testing.assert_array_equal(runs[0][0], runs[1][0])
+        assert rel_error(runs[0][1], runs[1][1]) <= 1e-14
+
+
+def test_im2col_matches_torch_unfold(path):
     torch = import_torch()
     x = np.random.default_rng(0).standard_normal((2, 3, 7, 8))
     for K, S, P, D in [((3, 2), (1, 2), 1, 1), (3, 2, (0, 2), (2, 1))]:

@@ -5,7 +5,7 @@ import pytest
 
 import minisegnet.ops as F
 from minisegnet import Tensor
-from minisegnet.backend import to_device, to_numpy
+from minisegnet.backend import reference_kernels, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
 
 import naive
@@ -47,7 +47,7 @@ def pooled_upstream(y, seed=1):
 
 
 @pytest.mark.parametrize("k,s,p", GRID)
-def test_max_pool_matches_naive_loops_with_ties(device, k, s, p):
+def test_max_pool_matches_naive_loops_with_ties(path, device, k, s, p):
     for shape in SHAPES:
         a = with_ties(shape, seed=sum(shape))
         x = tensor(a, device)
@@ -77,7 +77,7 @@ def test_max_pool_matches_torch_with_ties(device, k, s, p):
         assert rel_error(x.grad, tx.grad.numpy()) <= 1e-12
 
 
-def test_max_pool_all_equal_overlapping_windows_like_torch(device):
+def test_max_pool_all_equal_overlapping_windows_like_torch(path, device):
     # k=3 s=2: neighbouring windows share a row/column; every element ties, so only the first-max rule decides.
     torch = get_torch()
     a = np.ones((2, 2, 7, 6))
@@ -90,7 +90,7 @@ def test_max_pool_all_equal_overlapping_windows_like_torch(device):
     np.testing.assert_array_equal(to_numpy(x.grad), tx.grad.numpy())
 
 
-def test_max_pool_nan_and_minus_inf_like_torch(device):
+def test_max_pool_nan_and_minus_inf_like_torch(path, device):
     torch = get_torch()
     a = np.full((1, 2, 5, 5), -np.inf)  # channel 0: windows that hold only -inf and padding
     a[0, 1] = np.arange(25.0).reshape(5, 5)
@@ -110,9 +110,27 @@ def test_max_pool_float32_keeps_dtype(device):
 
 
 @pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 2, 1), (3, 1, 1), ((2, 3), (1, 2), (1, 0))])
-def test_max_pool_gradcheck(device, k, s, p):
+def test_max_pool_gradcheck(path, device, k, s, p):
     x = tensor(distinct((2, 2, 5, 6), seed=3), device)
     assert gradcheck(lambda t: F.max_pool2d(t, k, s, p), x).max_rel_err <= 1e-6
+
+
+@pytest.mark.parametrize("k,s,p", GRID)
+def test_max_pool_fast_and_reference_paths_agree(device, k, s, p):
+    # The running arithmetic argmax (default) against the argmax over the window stack, on ties, NaN and -inf.
+    for shape in SHAPES:
+        a = with_ties(shape, seed=sum(shape) + 2)
+        a[..., 0, :2] = -np.inf
+        a[0, 0, 1, 1:3] = np.nan
+        runs = []
+        for reference in (False, True):
+            with reference_kernels(reference):
+                x = tensor(a, device)
+                y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
+                y.backward(to_device(pooled_upstream(y), device))
+                runs.append([to_numpy(t) for t in (y.data, idx.data, x.grad)])
+        for fast, ref in zip(*runs):
+            np.testing.assert_array_equal(fast, ref)
 
 
 # ---- avg_pool2d ------------------------------------------------------------------------------------------------

@@ -10,10 +10,15 @@ import pytest
 import minisegnet.ops as F
 import minisegnet.ops.workspace as workspace
 from minisegnet.backend import get_array_module, get_num_threads, set_num_threads, to_numpy
-from minisegnet.ops.im2col import cuda_columns
+from minisegnet.ops.im2col_fast import cuda_columns
 from minisegnet.ops.workspace import CHUNK_BYTES, PARALLEL_BYTES, batch_chunks, run_chunks
 
 from utils import rand, rel_error
+
+
+@pytest.fixture(autouse=True)
+def fast_paths_only(fast):
+    """Every test here is about the fast path's machinery."""
 
 
 @pytest.fixture

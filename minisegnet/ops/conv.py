@@ -1,4 +1,4 @@
-"""2-D convolution and transposed convolution, both built on ``im2col`` / ``col2im``.
+"""2-D convolution and transposed convolution, both built on ``im2col`` / ``col2im`` (lesson 3).
 
 With ``col = im2col(x, batch_first=False)`` of shape (C*KH*KW, N*OH*OW) and ``W2 = weight.reshape(OC, C*KH*KW)``:
 
@@ -6,136 +6,79 @@ With ``col = im2col(x, batch_first=False)`` of shape (C*KH*KW, N*OH*OW) and ``W2
     gradient for weight     gW  = gy @ col.T                gy laid out (OC, N*OH*OW)
     gradient for input      gx  = col2im(W2.T @ gy)         the adjoint of the forward
 
-The transposed convolution is that input gradient used as a forward pass: it *is* the adjoint
-of conv2d (<conv2d(x, W), y> = <x, conv_transpose2d(y, W)>), so its forward runs the same code
-as conv2d's input gradient, and its input gradient is a conv2d forward. The two raw-array
-helpers below, ``_forward`` (which can also return gW from the same columns) and
-``_input_grad``, serve both ops. With stride 1 the input gradient is itself a forward pass:
-gy correlated with the kernel flipped and its channels swapped, on "full" padding.
+Those three lines are the three helpers below, ``conv_forward``, ``conv_weight_grad`` and
+``conv_input_grad``. The transposed convolution is that input gradient used as a forward pass:
+it *is* the adjoint of conv2d (<conv2d(x, W), y> = <x, conv_transpose2d(y, W)>), so its forward
+is ``conv_input_grad`` and its gradients are ``conv_forward`` and ``conv_weight_grad`` with the
+roles of input and output swapped (``conv_transpose_grads``).
 
-Speed (benchmarks/bench_conv.py): every product reads its operands as they lie in memory (BLAS
-takes a transposed view such as ``col.T`` as it is; ``tensordot`` would copy it first). The
-batch goes through in chunks of about ``CHUNK_BYTES`` of columns, built in scratch buffers
-reused from call to call rather than in one fresh array KH*KW times the input's size, and with
-``set_num_threads(n)`` n threads work through the chunks at once (ops/workspace.py). For stride
-1 (every 3x3 convolution of a U-Net) the columns are whole padded rows (``shifted_im2col``): each
-kernel offset is then one contiguous run per image instead of many short rows, which made the
-copies 2-3x faster, for a product at most 12.5% wider (the WP - OW junk values per row). The
-backward rebuilds the columns instead of keeping them from the forward pass: in a network,
-keeping them would hold KH*KW copies of every layer's input until the backward pass.
+This is the reference path. By default each helper hands over to its namesake in conv_fast.py
+(chunks, scratch buffers, threads, whole-row columns, a flipped-kernel input gradient), which
+returns the same arrays faster; ``with minisegnet.ops.reference_kernels():`` runs these lines.
 """
 
-from ..backend import get_array_module
+from ..backend import fast_paths
 from ..tensor import Function
-from .im2col import (
-    col2im,
-    conv_out_size,
-    conv_transpose_out_size,
-    cuda_columns,
-    im2col,
-    pair,
-    shifted_col2im,
-    shifted_im2col,
-)
-from .workspace import batch_chunks, run_chunks, scratch
+from . import conv_fast
+from .im2col import col2im, im2col
+from .sizes import conv_out_size, conv_transpose_out_size, pair
 
-# ---- raw-array helpers shared by both ops ----------------------------------------------------
+# ---- the three products, shared by both ops --------------------------------------------------
 
 
-def _forward(x, W, b, stride, padding, dilation, windows, g=None, want_y=True):
-    """y (N, OC, OH, OW) = conv2d(x, W) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None.
+def conv_forward(x, W, b, args, windows=None):
+    """y (N, OC, OH, OW) = W2 @ im2col(x) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None.
 
-    With ``g`` (N, OC, OH, OW), an output gradient, returns (y, gW) instead: gW = g @ im2col(x).T,
-    conv2d's weight gradient, from the same columns (``want_y=False``: y is None, only gW).
+    ``args`` = (stride, padding, dilation) as (h, w) pairs; ``windows`` = (OH, OW), the number of
+    window positions to use (default: all, ``conv_out_size``).
     """
-    xp = get_array_module(x)
-    N, (OC, C, KH, KW), (OH, OW) = x.shape[0], W.shape, windows
-    P = _pitch(xp, x.shape[3], W.shape, stride, padding, OW)
-    K, L = C * KH * KW, OH * P
-    W2 = W.reshape(OC, K)
-    y = xp.empty((N, OC, OH, OW), dtype=x.dtype) if want_y else None
-
-    def chunk(n0, n1):
-        col = _columns(x[n0:n1], W.shape, stride, padding, dilation, windows, P)
-        if want_y:
-            yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, (n1 - n0) * L)))
-            if b is not None:
-                yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
-            y[n0:n1] = yc.reshape(OC, n1 - n0, OH, P)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, ...) -> (n, OC, ...)
-        if g is not None:
-            return _channels_first(g[n0:n1], P) @ col.T  # (OC, n*L) @ (n*L, K): this chunk's part of gW
-
-    parts = run_chunks(chunk, batch_chunks(N, K * L * x.dtype.itemsize, xp))
-    if g is None:
-        return y
-    gW = parts[0]
-    for part in parts[1:]:  # in chunk order, whichever thread finished first
-        gW += part
-    return y, gW.reshape(W.shape)
+    if fast_paths():
+        return conv_fast.conv_forward(x, W, b, args, windows)
+    N, OC = x.shape[0], W.shape[0]
+    OH, OW = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
+    col = im2col(x, W.shape[2:], *args, (OH, OW), batch_first=False)  # (C*KH*KW, N*OH*OW)
+    y = W.reshape(OC, -1) @ col  # (OC, N*OH*OW)
+    if b is not None:
+        y += b.reshape(OC, 1)
+    return y.reshape(OC, N, OH, OW).transpose(1, 0, 2, 3).copy()
 
 
-def _input_grad(gy, W, x_shape, stride, padding, dilation):
-    """gx (N, C, H, W) = col2im(W2.T @ gy): conv2d's input gradient for gy (N, OC, OH, OW), W (OC, C, KH, KW)."""
-    xp = get_array_module(gy)
-    N, OC, OH, OW = gy.shape
-    _, C, KH, KW = W.shape
-    full = [d * (k - 1) - p for k, p, d in zip((KH, KW), padding, dilation)]
-    reached = conv_out_size(x_shape[2:], (KH, KW), 1, padding, dilation) == (OH, OW)  # no output_padding
-    if stride == (1, 1) and (KH, KW) != (1, 1) and OC <= C and min(full) >= 0 and reached:
-        # With stride 1 the same sum reads as a forward convolution of gy with the kernel flipped
-        # and its channels swapped, zero-padded by d*(k - 1) - p ("full" correlation): copies into
-        # columns instead of col2im's additions (1.2-1.34x faster, one thread, bench shapes). col2im
-        # stays for OC > C (the columns of gy would be larger than those of gx), and where
-        # output_padding leaves rows of gx that no window reaches.
-        Wf = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
-        return _forward(gy, Wf, None, (1, 1), tuple(full), dilation, x_shape[2:])
-    P = _pitch(xp, x_shape[3], W.shape, stride, padding, OW)
-    K, L = C * KH * KW, OH * P
-    W2T = W.reshape(OC, K).T  # a transposed view: BLAS reads it as it is
-    gx = xp.empty(x_shape, dtype=gy.dtype)
-
-    def chunk(n0, n1):
-        gcol = xp.matmul(W2T, _channels_first(gy[n0:n1], P), out=scratch(gy, "col", (K, (n1 - n0) * L)))
-        if P == OW:
-            col2im(gcol, gx[n0:n1].shape, (KH, KW), stride, padding, dilation, (OH, OW), False, out=gx[n0:n1])
-        else:  # junk columns of gcol are zero: _channels_first zeroed them in gy
-            shifted_col2im(gcol, gx[n0:n1].shape, (KH, KW), padding, dilation, (OH, OW), out=gx[n0:n1])
-
-    run_chunks(chunk, batch_chunks(N, K * L * gy.dtype.itemsize, xp))
-    return gx
+def conv_weight_grad(x, gy, W_shape, args):
+    """gW (OC, C, KH, KW) = gy @ im2col(x).T for x (N, C, H, W), gy (N, OC, OH, OW)."""
+    if fast_paths():
+        return conv_fast.conv_weight_grad(x, gy, W_shape, args)
+    col = im2col(x, W_shape[2:], *args, gy.shape[2:], batch_first=False)  # (C*KH*KW, N*OH*OW)
+    return (_channels_first(gy) @ col.T).reshape(W_shape)
 
 
-def _pitch(xp, width, W_shape, stride, padding, OW):
-    # Values per output row in the column matrix: the padded width WP for a stride-1 kernel wider
-    # or taller than 1 (shifted_im2col: contiguous copies, WP - OW junk values per row), else OW.
-    # Not where junk would be over 1/9 of the products: at 8 x 8 pixels (10 padded) the strided
-    # copies are cheaper than 25% more multiplications (measured 4-9% faster; 16 x 16: 3% slower).
-    # Not on a GPU with the CUDA im2col kernel either: it builds any layout in one launch.
-    WP = width + 2 * padding[1]
-    shifted = stride == (1, 1) and W_shape[2:] != (1, 1) and 8 * WP <= 9 * OW
-    shifted = shifted and not cuda_columns(xp)
-    return WP if shifted else OW
+def conv_input_grad(gy, W, x_shape, args):
+    """gx (N, C, H, W) = col2im(W2.T @ gy) for gy (N, OC, OH, OW), W (OC, C, KH, KW), x_shape (N, C, H, W)."""
+    if fast_paths():
+        return conv_fast.conv_input_grad(gy, W, x_shape, args)
+    W2 = W.reshape(W.shape[0], -1)
+    gcol = W2.T @ _channels_first(gy)  # (C*KH*KW, N*OH*OW)
+    return col2im(gcol, x_shape, W.shape[2:], *args, gy.shape[2:], batch_first=False)
 
 
-def _columns(x, W_shape, stride, padding, dilation, windows, P):
-    # im2col of the chunk x (n, C, H, W) as (C*KH*KW, n*OH*P), in a reused scratch buffer.
-    K, L = W_shape[1] * W_shape[2] * W_shape[3], windows[0] * P
-    buf = scratch(x, "col", (K, x.shape[0] * L))
-    if P == windows[1]:
-        return im2col(x, W_shape[2:], stride, padding, dilation, windows, batch_first=False, out=buf)
-    return shifted_im2col(x, W_shape[2:], padding, dilation, windows, out=buf)
+def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
+    """(gx, gW) of conv_transpose2d for gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None if not wanted.
+
+    gx = conv2d(gy, W), the adjoint of the adjoint, over the H x W windows that made y; gW is
+    conv2d's weight gradient with the roles swapped: input gy, output gradient x.
+    """
+    if fast_paths():
+        return conv_fast.conv_transpose_grads(gy, x, W, args, want_gx, want_gW)  # gy's columns built once for both
+    gx = conv_forward(gy, W, None, args, x.shape[2:]) if want_gx else None
+    gW = conv_weight_grad(gy, x, W.shape, args) if want_gW else None
+    return gx, gW
 
 
-def _channels_first(gy, P):
-    # gy (n, OC, OH, OW) -> (OC, n*OH*P), the column order of the columns, with zeros in the
-    # P - OW junk places of each row: a view for one image without junk, else a copy.
-    n, OC, OH, OW = gy.shape
-    if n == 1 and P == OW:
-        return gy.reshape(OC, -1)
-    out = scratch(gy, "gy", (OC, n, OH, P))
-    out[..., OW:] = 0
-    out[..., :OW] = gy.transpose(1, 0, 2, 3)
-    return out.reshape(OC, -1)
+def _channels_first(gy):
+    # gy (N, OC, OH, OW) -> (OC, N*OH*OW): the column order (n, oh, ow) of im2col(batch_first=False).
+    return gy.transpose(1, 0, 2, 3).reshape(gy.shape[1], -1)
+
+
+# ---- argument checks ----------------------------------------------------------------------
 
 
 def _check(op, x, W, b, stride, padding, dilation, output_padding=None):
@@ -186,13 +129,14 @@ class Conv2d(Function):
                 f"the dilated kernel size ({span[0]} x {span[1]})"
             )
         self.x, self.W, self.has_bias = x, W, b is not None
-        return _forward(x, W, b, *self.args, conv_out_size((H, Wd), (KH, KW), *self.args))
+        return conv_forward(x, W, b, self.args)
 
     def backward(self, gy):
         x, W = self.x, self.W
-        gx = _input_grad(gy, W, x.shape, *self.args) if self.needs_input_grad[0] else None
-        gW = _forward(x, W, None, *self.args, gy.shape[2:], g=gy, want_y=False)[1] if self.needs_input_grad[1] else None
-        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
+        want_gx, want_gW, want_gb = self.needs_input_grad
+        gx = conv_input_grad(gy, W, x.shape, self.args) if want_gx else None
+        gW = conv_weight_grad(x, gy, W.shape, self.args) if want_gW else None
+        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and want_gb else None
         return gx, gW, gb
 
 
@@ -236,20 +180,16 @@ class ConvTranspose2d(Function):
                 f"padding {padding} is too large"
             )
         self.x, self.W, self.has_bias = x, W, b is not None
-        y = _input_grad(x, W, (N, OC, OH, OW), *self.args)
+        y = conv_input_grad(x, W, (N, OC, OH, OW), self.args)
         if b is not None:
             y += b.reshape(1, OC, 1, 1)
         return y
 
     def backward(self, gy):
         x, W = self.x, self.W
-        windows = x.shape[2:]  # conv2d of gy visits exactly the H x W positions that made y
-        want_gx, want_gW = self.needs_input_grad[:2]
-        if want_gW:  # both products read the columns of gy: build them once
-            gx, gW = _forward(gy, W, None, *self.args, windows, g=x, want_y=want_gx)
-        else:
-            gx, gW = _forward(gy, W, None, *self.args, windows) if want_gx else None, None
-        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and self.needs_input_grad[2] else None
+        want_gx, want_gW, want_gb = self.needs_input_grad
+        gx, gW = conv_transpose_grads(gy, x, W, self.args, want_gx, want_gW)
+        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and want_gb else None
         return gx, gW, gb
 
 

@@ -9,21 +9,9 @@ the image (``_tap``), so padded cells are simply never looked at.
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import fast_paths, get_array_module
 from ..tensor import Function, Tensor, as_tensor
-
-
-def _pair(value, name, op):
-    """``value`` as two Python ints (h, w): an int is used for both."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value), int(value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        return int(value[0]), int(value[1])
-    raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+from .sizes import conv_out_size, conv_transpose_out_size, pair, window
 
 
 def _check_4d(x, op):
@@ -37,9 +25,9 @@ def _pool_geometry(x, kernel_size, stride, padding, op):
     OH = (H + 2*PH - KH) // SH + 1 and the same for OW (PyTorch's ceil_mode=False).
     """
     _check_4d(x, op)
-    KH, KW = _pair(kernel_size, "kernel_size", op)
-    SH, SW = (KH, KW) if stride is None else _pair(stride, "stride", op)
-    PH, PW = _pair(padding, "padding", op)
+    KH, KW = pair(kernel_size, "kernel_size", op)
+    SH, SW = (KH, KW) if stride is None else pair(stride, "stride", op)
+    PH, PW = pair(padding, "padding", op)
     if KH <= 0 or KW <= 0:
         raise ValueError(f"{op}: kernel_size must be positive, got ({KH}, {KW})")
     if SH <= 0 or SW <= 0:
@@ -55,7 +43,7 @@ def _pool_geometry(x, kernel_size, stride, padding, op):
             f"{op}: kernel_size ({KH}, {KW}) is larger than the padded input ({H + 2 * PH}, {W + 2 * PW}) "
             f"= input ({H}, {W}) + 2 * padding ({PH}, {PW})"
         )
-    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    OH, OW = conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW))
     return (KH, KW), (SH, SW), (PH, PW), (OH, OW)
 
 
@@ -85,12 +73,13 @@ def _taps(kernel, stride, padding, in_size, out_size):
 
 
 class MaxPool2d(Function):
-    """y = max over each window; the gradient goes to the one element the running argmax picked.
+    """y = max over each window; the gradient goes to the one element the argmax picked.
 
-    The running max visits taps in row-major window order and only a strictly larger value (or a NaN, which
-    PyTorch propagates) replaces the current one, so ties go to the first maximum, exactly as PyTorch does.
     ``self.tap`` (N, C, OH, OW) remembers which tap won each window, i*KW + j, in the smallest unsigned
-    dtype; ``indices()`` turns it into PyTorch's flat index h*W + w within each (n, c) input plane.
+    dtype; ``indices()`` turns it into PyTorch's flat index h*W + w within each (n, c) input plane. The
+    reference path (``_max_of_stack``) takes the max and argmax over the stack of all KH*KW taps; the fast
+    one (``_max_running``, the default) keeps a running max and argmax instead. Ties go to the first
+    maximum in row-major window order, as in PyTorch.
     """
 
     def __init__(self, kernel_size, stride, padding):
@@ -101,25 +90,12 @@ class MaxPool2d(Function):
         if x.dtype.kind != "f":
             raise TypeError(f"max_pool2d needs a floating x, got dtype {x.dtype}")
         kernel, stride, padding, (OH, OW) = _pool_geometry(x, *self.args, "max_pool2d")
-        (N, C, H, W), (KH, KW), (SH, SW), (PH, PW) = x.shape, kernel, stride, padding
+        (H, W), KW, (SH, SW), (PH, PW) = x.shape[2:], kernel[1], stride, padding
         # top[oh], left[ow]: the window's first row and column, negative where it starts in the padding.
         self.top, self.left, self.x_shape, self.KW = xp.arange(OH) * SH - PH, xp.arange(OW) * SW - PW, x.shape, KW
-        # Start each window at its first real cell with value -inf: that cell wins unless something beats it,
-        # which is what PyTorch's loop does (it matters only for windows full of -inf).
-        first = (xp.maximum(-self.top, 0) * KW)[:, None] + xp.maximum(-self.left, 0)[None, :]
-        tap = xp.broadcast_to(first.astype(np.min_scalar_type(KH * KW - 1)), (N, C, OH, OW)).copy()
-        y = xp.full((N, C, OH, OW), -xp.inf, dtype=x.dtype)
         self.taps = list(_taps(kernel, stride, padding, (H, W), (OH, OW)))
-        for i, j, out, inp in self.taps:
-            # Basic slices are views: the in-place updates below write into y and tap.
-            window, best, winner = x[inp], y[out], tap[out]
-            better = window > best
-            better |= xp.isnan(window)
-            xp.maximum(best, window, out=best)  # NaN-propagating, like the rule above
-            # winner = i*KW + j where better, unchanged elsewhere; arithmetic, as masked writes are slow in NumPy.
-            winner *= ~better
-            winner += better * tap.dtype.type(i * KW + j)
-        self.tap = tap
+        geometry = kernel, stride, padding, (OH, OW)
+        y, self.tap = _max_running(x, self, *geometry) if fast_paths() else _max_of_stack(x, *geometry)
         return y
 
     def indices(self):
@@ -136,6 +112,55 @@ class MaxPool2d(Function):
         for i, j, out, inp in self.taps:
             gx[inp] += gy[out] * (self.tap[out] == i * self.KW + j)
         return gx
+
+
+def _max_of_stack(x, kernel, stride, padding, out_size):
+    """The reference path: (y, tap) from a max and an argmax over the stack of the KH*KW window taps.
+
+    stack[i*KW + j, n, c, oh, ow] = xpad[n, c, oh*SH + i, ow*SW + j], the input padded with -inf.
+    PyTorch's rules: ties go to the first maximum in window order, a window of -inf only is won by
+    its first cell inside the image (never the padding), and a NaN wins, the last one if several.
+    """
+    xp = get_array_module(x)
+    (KH, KW), (SH, SW), (PH, PW), (OH, OW) = kernel, stride, padding, out_size
+    pad = ((0, 0), (0, 0), (PH, PH), (PW, PW))
+    xpad = xp.pad(x, pad, constant_values=-xp.inf)
+    inside = xp.pad(xp.ones((1, 1) + x.shape[2:], dtype=bool), pad)  # False in the padding
+
+    def stack(a):  # (KH*KW, ..., OH, OW): tap (i, j) of every window
+        return xp.stack([a[..., window(i, 1, SH, OH), window(j, 1, SW, OW)] for i in range(KH) for j in range(KW)])
+
+    values, real = stack(xpad), stack(inside)
+    y = values.max(axis=0)  # NaN propagates
+    first = xp.argmax((values == y) & real, axis=0)  # the first maximum inside the image
+    last_nan = KH * KW - 1 - xp.argmax(xp.isnan(values)[::-1], axis=0)
+    tap = xp.where(xp.isnan(y), last_nan, first)
+    return y, tap.astype(np.min_scalar_type(KH * KW - 1))
+
+
+def _max_running(x, f, kernel, stride, padding, out_size):
+    """The fast path: (y, tap) from a running max over the taps, the argmax kept by arithmetic.
+
+    One pass over the KH*KW clipped tap slices ``f.taps`` (no padded copy, no stack); only a
+    strictly larger value or a NaN replaces the current one, which gives PyTorch's rules.
+    """
+    xp = get_array_module(x)
+    (N, C), (KH, KW), (OH, OW) = x.shape[:2], kernel, out_size
+    # Start each window at its first real cell with value -inf: that cell wins unless something beats it,
+    # which is what PyTorch's loop does (it matters only for windows full of -inf).
+    first = (xp.maximum(-f.top, 0) * KW)[:, None] + xp.maximum(-f.left, 0)[None, :]
+    tap = xp.broadcast_to(first.astype(np.min_scalar_type(KH * KW - 1)), (N, C, OH, OW)).copy()
+    y = xp.full((N, C, OH, OW), -xp.inf, dtype=x.dtype)
+    for i, j, out, inp in f.taps:
+        # Basic slices are views: the in-place updates below write into y and tap.
+        window, best, winner = x[inp], y[out], tap[out]
+        better = window > best
+        better |= xp.isnan(window)
+        xp.maximum(best, window, out=best)  # NaN-propagating, like the rule above
+        # winner = i*KW + j where better, unchanged elsewhere; arithmetic, as masked writes are slow in NumPy.
+        winner *= ~better
+        winner += better * tap.dtype.type(i * KW + j)
+    return y, tap
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
@@ -194,16 +219,16 @@ def _unpool_size(x, kernel_size, stride, padding, output_size):
     """PyTorch's output size for max_unpool2d: (H - 1)*S - 2P + K by default, or a checked ``output_size``."""
     op = "max_unpool2d"
     _check_4d(x, op)
-    KH, KW = _pair(kernel_size, "kernel_size", op)
-    SH, SW = (KH, KW) if stride is None else _pair(stride, "stride", op)
-    PH, PW = _pair(padding, "padding", op)
+    KH, KW = pair(kernel_size, "kernel_size", op)
+    SH, SW = (KH, KW) if stride is None else pair(stride, "stride", op)
+    PH, PW = pair(padding, "padding", op)
     if min(KH, KW, SH, SW) <= 0 or min(PH, PW) < 0:
         raise ValueError(
             f"{op}: kernel_size and stride must be positive and padding non-negative, got "
             f"kernel_size ({KH}, {KW}), stride ({SH}, {SW}), padding ({PH}, {PW})"
         )
     H, W = x.shape[2:]
-    default = ((H - 1) * SH - 2 * PH + KH, (W - 1) * SW - 2 * PW + KW)
+    default = conv_transpose_out_size((H, W), (KH, KW), (SH, SW), (PH, PW))
     if output_size is None:
         size = default
     else:

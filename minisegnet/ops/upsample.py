@@ -9,14 +9,15 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..tensor import Function
-from .pool import _check_4d, _pair
+from .pool import _check_4d
+from .sizes import pair
 
 
 def _scale(scale_factor, op):
     """A positive integer scale factor as (SH, SW); integral floats such as 2.0 are accepted, 1.5 is not."""
-    pair = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor, scale_factor)
-    pair = [int(s) if isinstance(s, float) and s.is_integer() else s for s in pair]
-    SH, SW = _pair(pair if len(pair) == 2 else scale_factor, "scale_factor", op)
+    factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor, scale_factor)
+    factors = [int(s) if isinstance(s, float) and s.is_integer() else s for s in factors]
+    SH, SW = pair(factors if len(factors) == 2 else scale_factor, "scale_factor", op)
     if SH <= 0 or SW <= 0:
         raise ValueError(f"{op}: scale_factor must be positive, got ({SH}, {SW})")
     return SH, SW
@@ -183,7 +184,7 @@ def upsample(x, scale_factor=None, mode="nearest", align_corners=False, size=Non
     if size is not None:
         if scale_factor is not None:
             raise ValueError(f"{op}: give either size or scale_factor, not both (got {size!r} and {scale_factor!r})")
-        OH, OW = _pair(size, "size", op)
+        OH, OW = pair(size, "size", op)
         if OH <= 0 or OW <= 0:
             raise ValueError(f"{op}: size must be positive, got ({OH}, {OW})")
         SH = SW = None

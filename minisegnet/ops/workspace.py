@@ -1,6 +1,6 @@
 """Work space for the convolutions: reused scratch buffers, batch chunks, and threads to run them.
 
-conv.py cuts a batch into chunks whose column matrix is about ``CHUNK_BYTES``, builds each
+conv_fast.py cuts a batch into chunks whose column matrix is about ``CHUNK_BYTES``, builds each
 chunk's columns in a scratch buffer that is reused from call to call, and runs its products.
 Measured (benchmarks/bench_conv.py): a fresh array KH*KW times the input's size costs its page
 faults on every call, and a cache-sized chunk is faster than the whole batch at once.

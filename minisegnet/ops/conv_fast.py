@@ -1,0 +1,141 @@
+"""The fast path behind conv.py's three helpers: the same sums as ``W2 @ im2col(x)``, arranged for speed.
+
+``conv_forward``, ``conv_weight_grad``, ``conv_input_grad`` and ``conv_transpose_grads`` take the
+arguments of their namesakes in conv.py and return the same arrays (the tests compare them in
+float64). conv.py calls them unless ``reference_kernels()`` is on. What they do differently (benchmarks/bench_conv.py):
+
+- Every product reads its operands as they lie in memory (BLAS takes a transposed view such as
+  ``col.T`` as it is; ``tensordot`` would copy it first).
+- The batch goes through in chunks of about ``CHUNK_BYTES`` of columns, built in scratch buffers
+  reused from call to call rather than in one fresh array KH*KW times the input's size, and with
+  ``set_num_threads(n)`` n threads work through the chunks at once (ops/workspace.py).
+- For stride 1 (every 3x3 convolution of a U-Net) the columns are whole padded rows
+  (``shifted_im2col``): each kernel offset is then one contiguous run per image instead of many
+  short rows, which made the copies 2-3x faster, for a product at most 12.5% wider (the
+  ``pitch - OW`` junk values per row, dropped afterwards).
+- With stride 1 the input gradient is itself a forward pass: gy correlated with the kernel
+  flipped and its channels swapped, on "full" padding (copies instead of col2im's additions).
+
+``conv_transpose_grads`` builds the columns of gy once for both of its products. The backward
+rebuilds the columns instead of keeping them from the forward pass: in a network,
+keeping them would hold KH*KW copies of every layer's input until the backward pass.
+"""
+
+from ..backend import get_array_module
+from .im2col_fast import col2im, cuda_columns, im2col, shifted_col2im, shifted_im2col
+from .sizes import conv_out_size
+from .workspace import batch_chunks, run_chunks, scratch
+
+
+def conv_forward(x, W, b, args, windows=None):
+    """y (N, OC, OH, OW) = W2 @ im2col(x) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None."""
+    windows = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
+    return _products(x, W.shape, args, windows, W=W, b=b)[0]
+
+
+def conv_weight_grad(x, gy, W_shape, args):
+    """gW (OC, C, KH, KW) = gy @ im2col(x).T for x (N, C, H, W), gy (N, OC, OH, OW)."""
+    return _products(x, W_shape, args, gy.shape[2:], g=gy)[1]
+
+
+def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
+    """(gx, gW) for conv_transpose2d: conv_forward(gy, W) and conv_weight_grad(gy, x), from one set of columns of gy.
+
+    gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None for a gradient that is not wanted.
+    """
+    return _products(gy, W.shape, args, x.shape[2:], W=W if want_gx else None, g=x if want_gW else None)
+
+
+def _products(x, W_shape, args, windows, W=None, b=None, g=None):
+    # (y, gW) from the columns of x, built once per chunk: y = W2 @ col + b when W is given, else None;
+    # gW = g @ col.T for an output gradient g (N, OC, OH, OW) when g is given, else None.
+    xp = get_array_module(x)
+    stride, padding, dilation = args
+    N, OC, (OH, OW) = x.shape[0], W_shape[0], windows
+    pitch = _row_pitch(xp, x.shape[3], W_shape, stride, padding, OW)
+    y = None if W is None else xp.empty((N, OC, OH, OW), dtype=x.dtype)
+
+    def chunk(n0, n1):
+        col = _columns(x[n0:n1], W_shape, args, windows, pitch)
+        if W is not None:
+            yc = xp.matmul(W.reshape(OC, -1), col, out=scratch(x, "prod", (OC, col.shape[1])))
+            if b is not None:
+                yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
+            y[n0:n1] = yc.reshape(OC, n1 - n0, OH, pitch)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, ..) -> (n, OC, ..)
+        if g is not None:
+            return _channels_first(g[n0:n1], pitch) @ col.T  # (OC, n*L) @ (n*L, K): this chunk's part of gW
+
+    K = W_shape[1] * W_shape[2] * W_shape[3]
+    parts = run_chunks(chunk, batch_chunks(N, K * OH * pitch * x.dtype.itemsize, xp))
+    if g is None:
+        return y, None
+    gW = parts[0]
+    for part in parts[1:]:  # in chunk order, whichever thread finished first
+        gW += part
+    return y, gW.reshape(W_shape)
+
+
+def conv_input_grad(gy, W, x_shape, args):
+    """gx (N, C, H, W) = col2im(W2.T @ gy) for gy (N, OC, OH, OW), W (OC, C, KH, KW)."""
+    xp = get_array_module(gy)
+    stride, padding, dilation = args
+    N, OC, OH, OW = gy.shape
+    _, C, KH, KW = W.shape
+    full = [d * (k - 1) - p for k, p, d in zip((KH, KW), padding, dilation)]
+    reached = conv_out_size(x_shape[2:], (KH, KW), 1, padding, dilation) == (OH, OW)  # no output_padding
+    if stride == (1, 1) and (KH, KW) != (1, 1) and OC <= C and min(full) >= 0 and reached:
+        # With stride 1 the same sum reads as a forward convolution of gy with the kernel flipped
+        # and its channels swapped, zero-padded by d*(k - 1) - p ("full" correlation): copies into
+        # columns instead of col2im's additions (1.2-1.34x faster, one thread, bench shapes). col2im
+        # stays for OC > C (the columns of gy would be larger than those of gx), and where
+        # output_padding leaves rows of gx that no window reaches.
+        W_flipped = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+        return conv_forward(gy, W_flipped, None, ((1, 1), tuple(full), dilation), x_shape[2:])
+    pitch = _row_pitch(xp, x_shape[3], W.shape, stride, padding, OW)
+    K, L = C * KH * KW, OH * pitch
+    W2T = W.reshape(OC, K).T  # a transposed view: BLAS reads it as it is
+    gx = xp.empty(x_shape, dtype=gy.dtype)
+
+    def chunk(n0, n1):
+        gcol = xp.matmul(W2T, _channels_first(gy[n0:n1], pitch), out=scratch(gy, "col", (K, (n1 - n0) * L)))
+        if pitch == OW:
+            col2im(gcol, gx[n0:n1].shape, (KH, KW), stride, padding, dilation, (OH, OW), False, out=gx[n0:n1])
+        else:  # junk columns of gcol are zero: _channels_first zeroed them in gy
+            shifted_col2im(gcol, gx[n0:n1].shape, (KH, KW), padding, dilation, (OH, OW), out=gx[n0:n1])
+
+    run_chunks(chunk, batch_chunks(N, K * L * gy.dtype.itemsize, xp))
+    return gx
+
+
+def _row_pitch(xp, width, W_shape, stride, padding, OW):
+    # Values per output row in the column matrix: the padded width WP for a stride-1 kernel wider
+    # or taller than 1 (shifted_im2col: contiguous copies, WP - OW junk values per row), else OW.
+    # Not where junk would be over 1/9 of the products: at 8 x 8 pixels (10 padded) the strided
+    # copies are cheaper than 25% more multiplications (measured 4-9% faster; 16 x 16: 3% slower).
+    # Not on a GPU with the CUDA im2col kernel either: it builds any layout in one launch.
+    WP = width + 2 * padding[1]
+    shifted = stride == (1, 1) and W_shape[2:] != (1, 1) and 8 * WP <= 9 * OW
+    shifted = shifted and not cuda_columns(xp)
+    return WP if shifted else OW
+
+
+def _columns(x, W_shape, args, windows, pitch):
+    # im2col of the chunk x (n, C, H, Wd) as (C*KH*KW, n*OH*pitch), in a reused scratch buffer.
+    stride, padding, dilation = args
+    K, L = W_shape[1] * W_shape[2] * W_shape[3], windows[0] * pitch
+    buf = scratch(x, "col", (K, x.shape[0] * L))
+    if pitch == windows[1]:
+        return im2col(x, W_shape[2:], stride, padding, dilation, windows, batch_first=False, out=buf)
+    return shifted_im2col(x, W_shape[2:], padding, dilation, windows, out=buf)
+
+
+def _channels_first(gy, pitch):
+    # gy (n, OC, OH, OW) -> (OC, n*OH*pitch), the column order of the columns, with zeros in the
+    # pitch - OW junk places of each row: a view for one image without junk, else a copy.
+    n, OC, OH, OW = gy.shape
+    if n == 1 and pitch == OW:
+        return gy.reshape(OC, -1)
+    out = scratch(gy, "gy", (OC, n, OH, pitch))
+    out[..., OW:] = 0
+    out[..., :OW] = gy.transpose(1, 0, 2, 3)
+    return out.reshape(OC, -1)
