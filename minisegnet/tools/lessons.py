@@ -56,9 +56,10 @@ def stale_cells(path):
         if stored != expected:
             first = (cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])).strip()
             first = first.splitlines()[0] if first else "(empty)"
-            why = "was never run by the tool" if stored is None else "changed (or a cell above it did)"
-            command = refresh_command(path)
-            problems.append(f"{path.name} cell {i} ({first!r}) {why} since its outputs were stored: run `{command}`")
+            why = "has no outputs from the tool yet" if stored is None else "changed (or a cell above it did)"
+            if stored is not None:
+                why += " since its outputs were stored"
+            problems.append(f"{path.name} cell {i} ({first!r}) {why}: run `{refresh_command(path)}`")
             break  # the first stale cell makes every later one stale too; name it and the command
     return problems
 
