@@ -82,8 +82,10 @@ def machine():
 def write_atomic(path, text):
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # mkstemp's file is private (0600)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
