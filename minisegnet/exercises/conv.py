@@ -10,7 +10,10 @@ from .feedback import Wrong, check, compare, gradient_check, run
 
 # (x shape, kernel, stride, padding): overlapping windows, a stride that skips pixels, both with padding.
 CASES = (((2, 3, 5, 6), 3, 1, 1), ((2, 2, 6, 7), 2, 2, 0), ((1, 3, 7, 6), 3, 2, 1))
-ORDER = "the rows are ordered (kernel row, kernel column, channel); they must be (channel, kernel row, kernel column), as in weight.reshape(OC, -1)"  # noqa: E501
+ORDER = (
+    "the rows are ordered (kernel row, kernel column, channel); they must be (channel, kernel row, kernel column), "
+    "as in weight.reshape(OC, -1)"
+)
 
 
 def _x(shape, seed=0):
