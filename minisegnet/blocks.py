@@ -41,11 +41,15 @@ class ResidualBlock(PlainBlock):
     """The plain block plus a shortcut added before the last ReLU: relu(branch(x) + shortcut(x)).
 
     The shortcut is the identity when in_channels == out_channels, else a 1x1 convolution (+ BN) that
-    projects x to out_channels (ResNet's projection shortcut).
+    projects x to out_channels (ResNet's projection shortcut). ``zero_init=True`` starts the branch's last
+    batch norm at gamma = 0 (Goyal et al. 2017; torchvision's ``zero_init_residual``): the block then begins
+    as relu(shortcut(x)), and the branch grows in from zero as training needs it.
     """
 
-    def __init__(self, in_channels, out_channels, norm="batch"):
+    def __init__(self, in_channels, out_channels, norm="batch", zero_init=False):
         super().__init__(in_channels, out_channels, norm)
+        if zero_init and self.bn2 is not None:
+            self.bn2.weight.data[...] = 0
         self.shortcut = None
         if in_channels != out_channels:
             proj = Conv2d(in_channels, out_channels, 1, bias=norm is None)
@@ -82,10 +86,15 @@ class DenseBlock(Module):
 BLOCKS = {"plain": PlainBlock, "residual": ResidualBlock, "dense": DenseBlock}
 
 
-def make_block(kind, in_channels, out_channels, norm="batch"):
-    """One of BLOCKS by name, with a clear error for an unknown name or norm."""
+def make_block(kind, in_channels, out_channels, norm="batch", zero_init_residual=False):
+    """One of BLOCKS by name, with a clear error for an unknown name or norm.
+
+    ``zero_init_residual`` starts a residual block's branch at zero (see ``ResidualBlock``); other blocks ignore it.
+    """
     if kind not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {kind!r}")
     if norm not in NORMS:
         raise ValueError(f"norm must be 'batch' or None, got {norm!r}")
+    if kind == "residual":
+        return ResidualBlock(in_channels, out_channels, norm, zero_init=zero_init_residual)
     return BLOCKS[kind](in_channels, out_channels, norm)

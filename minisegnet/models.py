@@ -81,6 +81,9 @@ class UNet(Module):
     the encoder's pooling recorded: SegNet's decoder; with ``skips=False`` the indices are the only skip).
     ``norm``: "batch" or None. H and W must be multiples of 2**depth; ``pad_input=True`` instead zero-pads the
     input up to the next multiples (split between both sides) and crops the output back.
+    ``zero_init_residual=True`` (residual blocks only) starts each block's branch at zero, its last batch norm's
+    gamma = 0. Off by default, as measured in lesson 6 (three seeds): it did not help, since every U-Net block
+    changes its width, so every shortcut is a 1x1 projection and a zeroed block starts with no 3x3 context.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class UNet(Module):
         norm="batch",
         pad_input=False,
         skips=True,
+        zero_init_residual=False,
     ):
         super().__init__()
         if not isinstance(depth, int) or depth < 1:
@@ -111,14 +115,13 @@ class UNet(Module):
         self._why_multiple = f"depth={depth}"
         widths = [base_channels * 2**i for i in range(depth + 1)]
         ins = [in_channels] + widths[: depth - 1]
-        self.encoder = ModuleList(make_block(block, i, o, norm) for i, o in zip(ins, widths))
+        blocks = lambda i, o: make_block(block, i, o, norm, zero_init_residual)  # noqa: E731
+        self.encoder = ModuleList(blocks(i, o) for i, o in zip(ins, widths))
         self.pool = MaxPool2d(2, return_indices=up == "unpool")
-        self.bottleneck = make_block(block, widths[depth - 1], widths[depth], norm)
+        self.bottleneck = blocks(widths[depth - 1], widths[depth])
         self.ups = ModuleList(self._make_up(widths[i + 1], widths[i]) for i in reversed(range(depth)))
         factor = 2 if skips else 1
-        self.decoder = ModuleList(
-            make_block(block, factor * widths[i], widths[i], norm) for i in reversed(range(depth))
-        )
+        self.decoder = ModuleList(blocks(factor * widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = Conv2d(widths[0], num_classes, 1)
 
     def _make_up(self, in_channels, out_channels):

@@ -1,8 +1,10 @@
-"""Every lesson notebook runs to the end in a fresh kernel, is committed clean, and is listed in the README.
+"""Every lesson notebook runs to the end in a fresh kernel, stores fresh full-run outputs, and is listed in the README.
 
 The notebooks run in quick mode (``MINISEGNET_QUICK=1``: small sizes, few steps) with matplotlib's
 Agg backend, from inside ``lessons/`` as a reader would. nbclient and ipykernel come with the
-[dev] extra; without them the execution test skips.
+[dev] extra; without them the execution test skips. The quick run never writes the notebook; the stored
+outputs come from ``python -m minisegnet.tools.lessons execute`` (full mode) and must not be older than
+their cells' sources.
 """
 
 import json
@@ -12,13 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from minisegnet.tools import strip
+from minisegnet.tools import lessons as tool
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ROOT / "lessons"
 NOTEBOOKS = sorted(LESSONS.glob("*.ipynb"))
+MAX_BYTES = 1_500_000
 CELL_TIMEOUT = 120  # seconds per cell; a quick-mode lesson takes well under a minute in all
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def nbformat_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def _ids(paths):
@@ -56,6 +63,7 @@ def test_lesson_runs_in_quick_mode(path, monkeypatch):
     monkeypatch.setenv("MINISEGNET_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    before = path.read_bytes()
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         nb, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}}
@@ -67,14 +75,17 @@ def test_lesson_runs_in_quick_mode(path, monkeypatch):
         failure = _failure(path, nb, err)
     if failure:  # failing outside the except block keeps nbclient's coloured traceback out of the report
         pytest.fail(failure, pytrace=False)
+    assert path.read_bytes() == before, f"the quick run changed {path.name} on disk"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_lesson_is_committed_without_outputs(path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    dirty = strip.dirty_cells(nb)
-    assert not dirty, f"{path.name} has outputs in code cells {dirty}: run `python -m minisegnet.tools.strip {path}`"
+def test_lesson_outputs_are_fresh_and_small(path):
+    stale = tool.stale_cells(path)
+    assert not stale, "\n".join(stale)
+    assert path.stat().st_size < MAX_BYTES, f"{path.name} is {path.stat().st_size / 1e6:.1f} MB, over 1.5 MB"
+    nb = nbformat_json(path)
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernel must be python3"
+    assert nb["metadata"].get("minisegnet", {}).get("mode") == "full", f"{path.name}: not from a full run"
 
 
 def test_readme_lists_every_lesson():
@@ -83,19 +94,58 @@ def test_readme_lists_every_lesson():
     assert NOTEBOOKS and not missing, f"lessons/README.md does not list {missing or 'any notebook'}"
 
 
-def test_strip_clears_outputs_counts_and_timings(tmp_path):
-    cell = {"cell_type": "code", "execution_count": 3, "metadata": {"execution": {"t": 1}, "tags": ["x"]}}
-    cell.update(source="1 + 1", outputs=[{"output_type": "execute_result", "data": {"text/plain": "2"}}])
-    nb = {"cells": [cell, {"cell_type": "markdown", "metadata": {}, "source": "# hi"}], "metadata": {}}
-    nb.update(nbformat=4, nbformat_minor=5)
-    path = tmp_path / "a.ipynb"
+def _tiny_notebook(path, cells):
+    nbformat = pytest.importorskip("nbformat", reason="nbformat comes with the [dev] extra")
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    path.write_text(nbformat.writes(nb), encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_freshness_check_fails_on_an_edited_cell_and_passes_after_refresh(tmp_path):
+    pytest.importorskip("nbclient", reason="nbclient comes with the [dev] extra")
+    pytest.importorskip("ipykernel", reason="ipykernel comes with the [dev] extra")
+    path = tmp_path / "tiny.ipynb"
+    _tiny_notebook(path, ["import os\nprint(os.environ.get('MINISEGNET_QUICK'))", "x = 6 * 7\nx"])
+    assert "no outputs from the tool yet" in tool.stale_cells(path)[0]
+    assert tool.execute(path) > 0
+    assert tool.stale_cells(path) == [] and tool.main(["check", str(path)]) == 0
+    nb = nbformat_json(path)
+    assert "".join(nb["cells"][1]["outputs"][0]["text"]) == "None\n"  # full mode: MINISEGNET_QUICK unset in the kernel
+    assert "".join(nb["cells"][2]["outputs"][0]["data"]["text/plain"]) == "42"
+    assert {"cpu", "cores", "os", "python", "numpy"} <= set(nb["metadata"]["minisegnet"]["machine"])
+    nb["cells"][2]["source"] = "x = 6 * 9\nx"
     path.write_text(json.dumps(nb), encoding="utf-8")
-    assert strip.dirty_cells(nb) == [0] and strip.main(["--check", str(path)]) == 1
-    assert strip.main([str(path)]) == 0
-    clean = json.loads(path.read_text(encoding="utf-8"))
-    assert clean["cells"][0]["outputs"] == [] and clean["cells"][0]["execution_count"] is None
-    assert clean["cells"][0]["metadata"] == {"tags": ["x"]} and clean["cells"][1]["source"] == "# hi"
-    text = path.read_text(encoding="utf-8")
-    assert strip.strip_file(path) == 0 and path.read_text(encoding="utf-8") == text  # a clean file is left alone
-    assert strip.main(["--check", str(path)]) == 0
-    assert strip.main([str(tmp_path / "missing.ipynb")]) == 2
+    [problem] = tool.stale_cells(path)
+    assert "tiny.ipynb cell 2 ('x = 6 * 9')" in problem and tool.refresh_command(path) in problem
+    assert tool.main(["check", str(path)]) == 1
+    tool.execute(path)
+    assert tool.stale_cells(path) == []
+    assert "".join(nbformat_json(path)["cells"][2]["outputs"][0]["data"]["text/plain"]) == "54"
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.ipynb"]  # the temporary file was renamed away
+
+
+def test_a_failing_notebook_is_not_written(tmp_path):
+    pytest.importorskip("nbclient", reason="nbclient comes with the [dev] extra")
+    pytest.importorskip("ipykernel", reason="ipykernel comes with the [dev] extra")
+    path = tmp_path / "bad.ipynb"
+    _tiny_notebook(path, ["1 / 0"])
+    before = path.read_bytes()
+    with pytest.raises(Exception, match="ZeroDivisionError"):
+        tool.execute(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["bad.ipynb"]
+
+
+def test_editing_a_cell_makes_it_and_later_cells_stale_not_earlier_ones():
+    nb = {"cells": [{"cell_type": "code", "source": s} for s in ("a = 1", "b = 2", "c = 3")]}
+    before = tool.cell_hashes(nb)
+    nb["cells"][1]["source"] = "b = 3"
+    after = tool.cell_hashes(nb)
+    assert before[0] == after[0] and before[1] != after[1] and before[2] != after[2]
+
+
+def test_select_names_lessons_by_their_start():
+    assert [p.name for p in tool.select(["01"])] == ["01_task_representation.ipynb"]
+    assert tool.select([]) == NOTEBOOKS
+    with pytest.raises(SystemExit, match="no lesson matches 'zz'"):
+        tool.select(["zz"])

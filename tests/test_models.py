@@ -218,3 +218,26 @@ def test_he_init_fan_out_against_torch_for_conv_and_transposed_conv():
         assert abs(ours / twin.std().item() - 1) < 0.03
     torch_fan_out = T.nn.init.kaiming_normal_(T.empty(128, 32, 3, 3), mode="fan_out", nonlinearity="relu")
     assert abs(up.weight.data.std() / torch_fan_out.std().item() - 2) < 0.06  # sqrt(C / OC) = 2 times torch's
+
+
+def test_zero_init_residual_starts_every_residual_branch_at_zero():
+    from minisegnet.blocks import ResidualBlock
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    model = UNet(3, 4, base_channels=4, depth=2, block="residual", zero_init_residual=True)
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 5 and all(np.all(b.bn2.weight.data == 0) for b in blocks)
+    block = blocks[0]
+    with msn.no_grad():
+        # The branch contributes exactly 0 (gamma 0, beta 0), so the block is relu(shortcut(x)).
+        np.testing.assert_array_equal(block(x).numpy(), F.relu(block.shortcut(x)).numpy())
+    default = UNet(3, 4, base_channels=4, depth=2, block="residual")
+    assert all(np.all(m.bn2.weight.data == 1) for m in default.modules() if isinstance(m, ResidualBlock))
+    plain = UNet(3, 4, base_channels=4, depth=2, block="plain", zero_init_residual=True)  # ignored by other blocks
+    assert all(np.all(m.bn2.weight.data == 1) for m in plain.modules() if hasattr(m, "bn2"))
+    # Training moves gamma off zero: the branch grows in.
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    loss = F.cross_entropy(model(x), np.zeros((2, 16, 16), dtype=np.int64))
+    loss.backward()
+    opt.step()
+    assert np.any(block.bn2.weight.data != 0)
