@@ -13,8 +13,11 @@ fast one is the default; ``reference_kernels()`` (a ``with`` block) or ``MINISEG
 (read at import) runs the reference path everywhere.
 """
 
+import collections
 import numbers
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -96,15 +99,70 @@ def to_device(a, device):
     a = unwrap(a)
     if device == "gpu":
         return cp.asarray(a)
-    return to_numpy(a)
+    if is_gpu_array(a):
+        return to_numpy(a)
+    return np.asarray(a)  # host to host: no read to count
 
 
 def to_numpy(a):
-    """A NumPy array holding ``a`` (a host copy when ``a`` lives on the GPU)."""
+    """A NumPy array holding ``a`` (a host copy when ``a`` lives on the GPU).
+
+    Every device-to-host read of the library goes through here (``read_host`` and ``scalar`` too), so
+    ``count_host_reads()`` sees each one, on the CPU as well: a call here would wait for the GPU there.
+    """
+    _note_host_read()
     a = unwrap(a)
     if is_gpu_array(a):
         return cp.asnumpy(a)
     return np.asarray(a)
+
+
+def read_host(a):
+    """The value of a 0-d array (or a Tensor) as a Python bool, int or float: one host read (a GPU sync)."""
+    return to_numpy(a).item()
+
+
+_counters = []  # the open count_host_reads() blocks, innermost last
+
+
+def _note_host_read():
+    if not _counters:
+        return
+    frame = sys._getframe(1)
+    while frame.f_code.co_filename == __file__:  # name the library code that asked, not this module
+        frame = frame.f_back
+    site = f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_name}"
+    for counter in _counters:
+        counter.sites.append(site)
+
+
+class count_host_reads:
+    """Count the device-to-host reads made inside the ``with`` block (on either backend).
+
+        with count_host_reads() as reads:
+            train_epoch(...)
+        len(reads), reads.by_site()      # e.g. 4, {"validate.check_finite": 1, "train.train_epoch": 1, ...}
+
+    ``sites`` lists each read's call site (module.function of the library code that read), in order.
+    Blocks nest: an outer one counts the reads of the inner ones too. (A class: a probe, not one of the ops.)
+    """
+
+    def __init__(self):
+        self.sites = []
+
+    def __enter__(self):
+        _counters.append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        _counters.remove(self)
+
+    def __len__(self):
+        return len(self.sites)
+
+    def by_site(self):
+        """{call site: number of reads}, sorted by site."""
+        return dict(sorted(collections.Counter(self.sites).items()))
 
 
 def as_strided(a, shape, strides):

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy, unwrap
+from .backend import get_array_module, read_host, to_numpy, unwrap
 from .metrics_boundary import average_surface_distance, hausdorff_distance, surface_distances  # noqa: F401
 
 AVERAGES = ("macro", "micro", "weighted")
@@ -40,8 +40,8 @@ def _kept(pred, target, C, ignore_index, what):
     pred, target = pred[keep].astype(xp.int64), target[keep].astype(xp.int64)
     for name, a in (("target", target), ("pred", pred)):
         bad = (a < 0) | (a >= C)
-        if bool(bad.any()):
-            raise ValueError(f"{what}: {name} holds label {int(a[bad][0])}; expected [0, {C})")
+        if read_host(bad.any()):
+            raise ValueError(f"{what}: {name} holds label {read_host(a[bad][0])}; expected [0, {C})")
     return keep, pred, target
 
 

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import io, metrics, models, recipe, runs
-from .backend import check_device, get_array_module, to_device
+from .backend import check_device, get_array_module, read_host, to_device
 from .data.augment import Compose, flip, rot90
 from .data.loader import DataLoader
 from .recipe import TrainConfig, build_model  # lessons 08 and 09 still import these two from here
@@ -78,12 +78,12 @@ def train_epoch(model, batches, loss_fn, opt, schedule, meter, step, device="cpu
         try:
             loss = loss_fn(logits, masks)
         except ValueError as e:  # the losses refuse non-finite logits: that is our divergence, and we say so
-            if bool(get_array_module(logits.data).isfinite(logits.data).all()):
+            if read_host(get_array_module(logits.data).isfinite(logits.data).all()):
                 raise
             raise _diverged(f"the logits are not finite ({e})", step, opt.lr, checkpoint) from None
         # Device-to-host reads per step: the loss value here (one number: NaN and Inf fail the comparison),
         # and the losses' own input checks (each one boolean: logits finite, labels in range, ...).
-        value = float(loss.data)
+        value = float(read_host(loss.data))
         if not value < LOSS_LIMIT:
             raise _diverged(f"the loss became {value:.3g} (limit {LOSS_LIMIT:g})", step, opt.lr, checkpoint)
         opt.zero_grad()

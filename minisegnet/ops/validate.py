@@ -1,9 +1,10 @@
 """Checks shared by every loss (cross-entropy, BCE, focal, the Dice family): labels, weights, finiteness, switches.
 
-Each raises a one-line error that names the bad value and what was expected.
+Each raises a one-line error that names the bad value and what was expected. A check that looks at the values
+reads one boolean back from the device (``backend.read_host``: a GPU sync, counted by ``count_host_reads``).
 """
 
-from ..backend import get_array_module
+from ..backend import get_array_module, read_host
 
 
 def constant(a, like):
@@ -15,14 +16,14 @@ def constant(a, like):
 
 def first_bad(a, bad):
     """The first element of ``a`` where the boolean array ``bad`` holds, as a Python number (for error messages)."""
-    return a[bad].ravel()[0].item()
+    return read_host(a[bad].ravel()[0])
 
 
 def check_finite(x, what):
     """Raise a ValueError naming the first NaN or Inf in ``x``."""
     xp = get_array_module(x)
     finite = xp.isfinite(x)
-    if not bool(finite.all()):
+    if not read_host(finite.all()):
         raise ValueError(f"{what} contains {first_bad(x, ~finite)} at least once; expected finite values")
 
 
@@ -34,7 +35,7 @@ def check_labels(t, C, ignore_index, what):
     bad = (t < 0) | (t >= C)
     if ignore_index is not None:
         bad &= t != ignore_index
-    if bool(bad.any()):
+    if read_host(bad.any()):
         extra = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
         raise ValueError(f"{what} holds label {first_bad(t, bad)}; labels must lie in [0, {C}) for C={C}{extra}")
     return xp
@@ -43,7 +44,7 @@ def check_labels(t, C, ignore_index, what):
 def check_unit_interval(a, what, hint=""):
     """Raise unless every value of ``a`` lies in [0, 1] (NaN fails too, since NaN compares false)."""
     inside = (a >= 0) & (a <= 1)
-    if not bool(inside.all()):
+    if not read_host(inside.all()):
         raise ValueError(f"{what} must lie in [0, 1]{hint}, got {first_bad(a, ~inside)}")
 
 
@@ -51,7 +52,7 @@ def check_class_weight(weight, C, what, nonnegative=False):
     """Raise unless ``weight`` is a 1-D array of C entries (and, with ``nonnegative``, none below 0)."""
     if weight.ndim != 1 or weight.shape[0] != C:
         raise ValueError(f"{what} must have shape ({C},), one entry per class, got shape {tuple(weight.shape)}")
-    if nonnegative and bool((weight < 0).any()):
+    if nonnegative and read_host((weight < 0).any()):
         raise ValueError(f"{what} must be >= 0, got {first_bad(weight, weight < 0)}")
 
 
