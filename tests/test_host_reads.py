@@ -4,20 +4,14 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import backend, metrics, recipe
+from minisegnet import backend, metrics, recipe, train
 from minisegnet.data.loader import DataLoader
 from minisegnet.recipe import TrainConfig
-from minisegnet.train import train_epoch
+from minisegnet.train import Diverged, train_epoch
 
-# The reads one default-recipe step makes today, by call site. A new one fails the test below and names itself:
-# on the GPU each is a wait for the device, so add one only on purpose and update this table.
-STEP_READS = {
-    "metrics._kept": 2,  # the meter's label-range checks on prediction and target
-    "train.train_epoch": 1,  # the loss value, for divergence detection and the history
-    "validate.check_finite": 1,  # cross-entropy: the logits are finite
-    "validate.check_labels": 2,  # cross-entropy and soft Dice: the labels lie in [0, C)
-    "validate.check_unit_interval": 1,  # soft Dice: the probabilities lie in [0, 1]
-}
+# A pass's only host reads: two per flush (the pending checks' flags; the losses with their logits-finite flags).
+# A new one fails the tests below and names its call site: on the GPU each read waits for the device.
+FLUSH_READS = {"train.train_epoch > train._flush": 2}
 
 
 def one_step_setup(device):
@@ -31,19 +25,26 @@ def one_step_setup(device):
     return model, batches, loss_fn, opt, schedule, meter
 
 
-def test_a_default_training_step_reads_the_host_a_known_number_of_times(device):
+def test_a_default_training_step_reads_nothing_between_flushes(device):
     model, batches, loss_fn, opt, schedule, meter = one_step_setup(device)
-    with backend.count_host_reads() as reads:
-        train_epoch(model, batches[:1], loss_fn, opt, schedule, meter, 0, device)
-    assert reads.by_site() == STEP_READS, f"host reads changed: {reads.sites}"
-    assert len(reads) == sum(STEP_READS.values())
+    for steps, flushes in ((1, 1), (2, 1), (train.FLUSH_EVERY, 1), (train.FLUSH_EVERY + 1, 2)):
+        with backend.count_host_reads() as reads:
+            losses, _ = train_epoch(model, (batches * steps)[:steps], loss_fn, opt, schedule, meter, 0, device)
+        assert reads.by_site() == {site: n * flushes for site, n in FLUSH_READS.items()}, (
+            f"{steps} steps: {reads.sites}"
+        )
+        assert len(losses) == steps and all(isinstance(value, float) for value in losses)
 
 
-def test_reads_scale_with_the_steps(device):
-    model, batches, loss_fn, opt, schedule, meter = one_step_setup(device)
+def test_outside_the_loop_each_check_reads_its_flag_at_once(device):
+    logits = backend.to_device(np.zeros((1, 3, 2, 2)), device)
+    labels = backend.to_device(np.zeros((1, 2, 2), dtype=np.int64), device)
     with backend.count_host_reads() as reads:
-        train_epoch(model, batches[:2], loss_fn, opt, schedule, meter, 0, device)
-    assert len(reads) == 2 * sum(STEP_READS.values()), reads.by_site()
+        F.cross_entropy(logits, labels)
+    assert reads.by_site() == {
+        "validate.check_finite > validate.fail_if": 1,
+        "validate.check_labels > validate.fail_if": 1,
+    }
 
 
 def test_count_host_reads_names_the_caller_and_nests(device):
@@ -72,3 +73,61 @@ def test_the_checks_still_raise_at_once_naming_the_bad_value(device):
         F.cross_entropy(logits * np.nan, labels)
     with pytest.raises(ValueError, match="holds label 7; labels must lie in \\[0, 3\\)"):
         F.cross_entropy(logits, labels + 7)
+
+
+def spoil(batches, step, change):
+    """``batches`` with the images or masks of the given (1-based) step changed by ``change(images, masks)``."""
+    out = [(images.copy(), masks.copy()) for images, masks in batches]
+    change(*out[step - 1])
+    return out
+
+
+def test_a_label_out_of_range_is_named_with_its_step(device):
+    model, batches, loss_fn, opt, schedule, meter = one_step_setup(device)
+    bad = spoil(batches * 3, 3, lambda images, masks: masks.__setitem__((0, 1, 2), 7))
+    with pytest.raises(backend.CheckFailed, match=r"^at step 3: cross_entropy: target holds label 7; labels must lie"):
+        train_epoch(model, bad, loss_fn, opt, schedule, meter, 0, device)
+
+
+def test_non_finite_logits_stop_training_at_their_step_though_later_steps_ran(device):
+    model, batches, loss_fn, opt, schedule, meter = one_step_setup(device)
+    bad = spoil(batches * 3, 3, lambda images, masks: images.__setitem__((0, 0, 0, 0), np.nan))
+    with pytest.raises(
+        Diverged, match=r"at step 3 \(learning rate .*the logits are not finite \(cross_entropy: logits"
+    ):
+        train_epoch(model, bad, loss_fn, opt, schedule, meter, 0, device)
+
+
+def test_deferred_checks_raise_at_the_flush_naming_the_step(device):
+    logits = backend.to_device(np.zeros((1, 3, 2, 2)), device)
+    labels = backend.to_device(np.zeros((1, 2, 2), dtype=np.int64), device)
+    with backend.deferred_checks() as checks:
+        checks.step = 4
+        F.cross_entropy(logits, labels)
+        checks.step = 5
+        F.cross_entropy(logits * np.nan, labels)  # recorded, not raised
+        F.cross_entropy(logits, labels - 1)
+        with pytest.raises(backend.CheckFailed, match=r"^at step 5: cross_entropy: logits contains nan") as caught:
+            checks.flush()
+        assert caught.value.step == 5 and isinstance(caught.value, ValueError)
+        checks.flush()  # the failure was reported once: nothing is left pending
+    assert backend.open_checks() is None
+
+
+def test_leaving_a_deferred_block_flushes_it(device):
+    labels = backend.to_device(np.full((1, 2, 2), -1, dtype=np.int64), device)
+    with pytest.raises(backend.CheckFailed, match="holds label -1"):
+        with backend.deferred_checks():
+            F.cross_entropy(backend.to_device(np.zeros((1, 3, 2, 2)), device), labels)
+    assert backend.open_checks() is None
+
+
+def test_another_threads_checks_raise_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    nan = np.full((1, 3, 2, 2), np.nan)
+    with backend.deferred_checks() as checks, ThreadPoolExecutor(1) as pool:
+        job = pool.submit(F.cross_entropy, nan, np.zeros((1, 2, 2), dtype=np.int64))
+        with pytest.raises(ValueError, match="logits contains nan"):
+            job.result()
+        assert checks.pending == []
