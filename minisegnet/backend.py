@@ -13,8 +13,12 @@ fast one is the default; ``reference_kernels()`` (a ``with`` block) or ``MINISEG
 (read at import) runs the reference path everywhere.
 """
 
+import collections
 import numbers
 import os
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -96,15 +100,137 @@ def to_device(a, device):
     a = unwrap(a)
     if device == "gpu":
         return cp.asarray(a)
-    return to_numpy(a)
+    if is_gpu_array(a):
+        return to_numpy(a)
+    return np.asarray(a)  # host to host: no read to count
 
 
 def to_numpy(a):
-    """A NumPy array holding ``a`` (a host copy when ``a`` lives on the GPU)."""
+    """A NumPy array holding ``a`` (a host copy when ``a`` lives on the GPU).
+
+    Every device-to-host read of the library goes through here (``read_host`` and ``scalar`` too), so
+    ``count_host_reads()`` sees each one, on the CPU as well: a call here would wait for the GPU there.
+    """
+    _note_host_read()
     a = unwrap(a)
     if is_gpu_array(a):
         return cp.asnumpy(a)
     return np.asarray(a)
+
+
+def read_host(a):
+    """The value of a 0-d array (or a Tensor) as a Python bool, int or float: one host read (a GPU sync)."""
+    return to_numpy(a).item()
+
+
+_counters = []  # the open count_host_reads() blocks, innermost last
+_PACKAGE = str(Path(__file__).parent) + os.sep
+
+
+def _note_host_read():
+    if not _counters:
+        return
+    frame = sys._getframe(1)
+    while frame.f_code.co_filename == __file__:  # name the code that asked, not this module
+        frame = frame.f_back
+    names = [f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_name}"]
+    caller = frame.f_back
+    if caller is not None and caller.f_code.co_filename.startswith(_PACKAGE):  # and its caller in the library
+        names.insert(0, f"{Path(caller.f_code.co_filename).stem}.{caller.f_code.co_name}")
+    site = " > ".join(names)
+    for counter in _counters:
+        counter.sites.append(site)
+
+
+# Per thread: the data thread's checks (train.py draws images on a second one) raise at once as ever.
+_thread = threading.local()
+
+
+def open_checks():
+    """This thread's innermost open ``deferred_checks()`` block, or None (a check then reads its flag and raises)."""
+    return getattr(_thread, "checks", None)
+
+
+class CheckFailed(ValueError):
+    """A deferred check that failed: ``step`` (the ``checks.step`` it was recorded at) and ``reason``."""
+
+    def __init__(self, step, reason):
+        super().__init__(reason if step is None else f"at step {step}: {reason}")
+        self.step, self.reason = step, reason
+
+
+class deferred_checks:
+    """Inside the ``with`` block the value checks (ops/validate.py) record their flag on the device instead of
+    reading it back; ``flush()`` reads all pending flags at once and raises the first failure.
+
+        with deferred_checks() as checks:
+            for step in ...:
+                checks.step = step         # named in the error
+                loss = loss_fn(logits, masks)   # its checks are recorded, not read: no GPU sync
+                if step % 10 == 0:
+                    checks.flush()         # one read; CheckFailed "at step 7: cross_entropy: logits contains nan ..."
+
+    Leaving the block normally flushes too (after an exception: the pending checks are dropped).
+    (A class: a switch, not one of the ops.)
+    """
+
+    def __init__(self):
+        self.step = None
+        self.pending = []  # (step, bad: 0-d device bool, value: 0-d device array, message(value) -> str)
+
+    def __enter__(self):
+        self.before, _thread.checks = open_checks(), self
+        return self
+
+    def __exit__(self, *exc_info):
+        _thread.checks = self.before
+        if exc_info[0] is None:
+            self.flush()
+
+    def record(self, bad, value, message):
+        """Keep a check for the next flush: it fails when ``bad`` holds, saying ``message(value)``."""
+        self.pending.append((self.step, bad, value, message))
+
+    def flush(self):
+        """Read every pending flag (one host read) and raise ``CheckFailed`` for the first that holds."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        xp = get_array_module(*(bad for _, bad, _, _ in pending))
+        flags = to_numpy(xp.stack([bad for _, bad, _, _ in pending]))
+        for (step, _, value, message), failed in zip(pending, flags):
+            if failed:
+                raise CheckFailed(step, message(read_host(value)))
+
+
+class count_host_reads:
+    """Count the device-to-host reads made inside the ``with`` block (on either backend).
+
+        with count_host_reads() as reads:
+            train_epoch(...)
+        len(reads), reads.by_site()      # e.g. 2, {"train.train_epoch > train._flush": 2}
+
+    ``sites`` lists each read's call site in order: "module.function" of the code that read, after its
+    caller's when that is library code too ("validate.check_finite > validate.fail_if").
+    Blocks nest: an outer one counts the reads of the inner ones too. (A class: a probe, not one of the ops.)
+    """
+
+    def __init__(self):
+        self.sites = []
+
+    def __enter__(self):
+        _counters.append(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        _counters.remove(self)
+
+    def __len__(self):
+        return len(self.sites)
+
+    def by_site(self):
+        """{call site: number of reads}, sorted by site."""
+        return dict(sorted(collections.Counter(self.sites).items()))
 
 
 def as_strided(a, shape, strides):

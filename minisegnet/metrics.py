@@ -18,6 +18,7 @@ import numpy as np
 
 from .backend import get_array_module, to_numpy, unwrap
 from .metrics_boundary import average_surface_distance, hausdorff_distance, surface_distances  # noqa: F401
+from .ops.validate import fail_if
 
 AVERAGES = ("macro", "micro", "weighted")
 EMPTY = ("nan", "zero", "one", "ignore_empty")
@@ -40,8 +41,7 @@ def _kept(pred, target, C, ignore_index, what):
     pred, target = pred[keep].astype(xp.int64), target[keep].astype(xp.int64)
     for name, a in (("target", target), ("pred", pred)):
         bad = (a < 0) | (a >= C)
-        if bool(bad.any()):
-            raise ValueError(f"{what}: {name} holds label {int(a[bad][0])}; expected [0, {C})")
+        fail_if(bad, a, lambda v, name=name: f"{what}: {name} holds label {v}; expected [0, {C})")
     return keep, pred, target
 
 

@@ -12,7 +12,9 @@ checkpoints is never trained into again. ``resume=True`` continues from ``checkp
 configuration saved there and ends with exactly the weights an uninterrupted run with the same seed
 reaches (data order, augmentation and initialisation all come from the seed and the epoch number).
 Training stops with ``Diverged`` when the loss stops being finite or blows up (``LOSS_LIMIT``), or when
-the weights or batch-norm statistics do.
+the weights or batch-norm statistics do. The loss and the losses' input checks are read every
+``FLUSH_EVERY`` steps, not every step (a GPU step then never waits for the host): a blow-up is named at
+its own step, a few steps later, and always before an epoch ends, so no checkpoint ever holds it.
 """
 
 import dataclasses
@@ -24,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import io, metrics, models, recipe, runs
-from .backend import check_device, get_array_module, to_device
+from .backend import CheckFailed, check_device, deferred_checks, get_array_module, to_device, to_numpy
 from .data.augment import Compose, flip, rot90
 from .data.loader import DataLoader
 from .recipe import TrainConfig, build_model  # lessons 08 and 09 still import these two from here
@@ -33,6 +35,8 @@ from .tensor import no_grad
 # Our losses start near log(C) (< 6 for up to 256 classes; border weights multiply that by at most 11):
 # a loss above this means the weights have blown up, whatever it does next.
 LOSS_LIMIT = 1e4
+# Steps between two reads of the losses and of their input checks (each read waits for the GPU).
+FLUSH_EVERY = 10
 
 
 @no_grad()
@@ -66,35 +70,68 @@ def train_epoch(model, batches, loss_fn, opt, schedule, meter, step, device="cpu
     """One pass over ``batches`` (a DataLoader, or tqdm around one): forward, loss, backward, then an
     optimiser and a schedule step per batch. ``meter`` collects the training predictions.
 
-    Returns (the losses as Python floats; the step count after the pass). Raises ``Diverged``
-    naming the step and the learning rate, before any weight changes, when a loss is NaN, Inf or
-    above ``LOSS_LIMIT`` (also when the loss function itself refuses non-finite logits).
+    Returns (the losses as Python floats; the step count after the pass). A step never waits for the
+    device: the losses' input checks (finite logits, labels in range, ...) and the loss itself stay on
+    the device until a flush, every ``FLUSH_EVERY`` steps (when the progress bar shows the loss), at the
+    end of the pass and when a step raises. A flush reads them all at once (two host reads) and raises
+    for the first step that went wrong, naming it: ``Diverged`` (with that step's learning rate) when its
+    loss is NaN, Inf or above ``LOSS_LIMIT`` or its logits are not finite, ``CheckFailed`` (a ValueError)
+    for another refused input, such as a label out of range.
+
+    What deferral guarantees: up to ``FLUSH_EVERY - 1`` steps may run after the bad one (on NaN weights),
+    but the pass raises before it returns, so no checkpoint is ever written from them: the one on disk
+    stays the last good epoch, and the message names the first bad step, as it did when every step
+    read its loss.
     """
-    losses = []
-    for images, masks in batches:
-        images, masks = to_device(images, device), to_device(masks, device)
-        logits = model(images)
-        step += 1
-        try:
-            loss = loss_fn(logits, masks)
-        except ValueError as e:  # the losses refuse non-finite logits: that is our divergence, and we say so
-            if bool(get_array_module(logits.data).isfinite(logits.data).all()):
+    losses, pending = [], []  # pending: (step, learning rate, loss, logits finite) on the device, not yet read
+    with deferred_checks() as checks:
+        for images, masks in batches:
+            images, masks = to_device(images, device), to_device(masks, device)
+            step += 1
+            checks.step = step
+            lr = opt.lr
+            try:
+                logits = model(images)
+                loss = loss_fn(logits, masks)
+                pending.append((step, lr, loss.data, get_array_module(logits.data).isfinite(logits.data).all()))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                schedule.step()
+                meter.update(logits.data, masks)
+            except Exception:
+                _flush(checks, pending, losses, checkpoint)  # an earlier bad step or input explains the error
                 raise
-            raise _diverged(f"the logits are not finite ({e})", step, opt.lr, checkpoint) from None
-        # Device-to-host reads per step: the loss value here (one number: NaN and Inf fail the comparison),
-        # and the losses' own input checks (each one boolean: logits finite, labels in range, ...).
-        value = float(loss.data)
-        if not value < LOSS_LIMIT:
-            raise _diverged(f"the loss became {value:.3g} (limit {LOSS_LIMIT:g})", step, opt.lr, checkpoint)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
-        losses.append(value)
-        meter.update(logits.data, masks)
-        if len(losses) % 10 == 0 and hasattr(batches, "set_postfix"):
-            batches.set_postfix(loss=f"{value:.4f}", miou=f"{meter.compute()['miou']:.3f}")
+            if len(pending) == FLUSH_EVERY:
+                _flush(checks, pending, losses, checkpoint)
+                if hasattr(batches, "set_postfix"):
+                    batches.set_postfix(loss=f"{losses[-1]:.4f}", miou=f"{meter.compute()['miou']:.3f}")
+        _flush(checks, pending, losses, checkpoint)
     return losses, step
+
+
+def _flush(checks, pending, losses, checkpoint):
+    # Two host reads: the pending checks' flags, then each pending step's loss and logits-finite flag.
+    try:
+        checks.flush()
+        failed = None
+    except CheckFailed as e:
+        failed = e
+    rows = pending[:]
+    pending.clear()
+    if rows:
+        xp = get_array_module(rows[0][2])
+        read = to_numpy(xp.stack([xp.stack([loss.astype(xp.float64), finite]) for _, _, loss, finite in rows]))
+        for (step, lr, _, _), (value, finite) in zip(rows, read.tolist()):
+            if failed is not None and failed.step == step:  # the losses refused this step's inputs
+                if not finite:
+                    raise _diverged(f"the logits are not finite ({failed.reason})", step, lr, checkpoint) from None
+                raise failed
+            if not value < LOSS_LIMIT:  # NaN and Inf fail the comparison too
+                raise _diverged(f"the loss became {value:.3g} (limit {LOSS_LIMIT:g})", step, lr, checkpoint)
+            losses.append(value)
+    if failed is not None:
+        raise failed
 
 
 def _check_finite_state(state, step, lr, checkpoint):

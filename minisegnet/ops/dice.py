@@ -13,7 +13,7 @@ k = 2 and alpha = beta = 1/2 give Dice, (2 I + s) / (P + G + s); alpha = beta = 
 l = 1 - d, or -log max(d, EPS) with ``log_loss``, and the result is sum_terms a l with a the averaging weights.
 """
 
-from ..backend import get_array_module
+from ..backend import get_array_module, read_host
 from ..tensor import Function
 from .validate import (
     check_choice,
@@ -126,7 +126,7 @@ class SoftDiceLoss(Function):
         # a: the terms' weights. "mean" divides by the kept weights' sum (per image) and by the number of images.
         a = xp.ones_like(self.d) if self.generalized else xp.broadcast_to(keep, self.d.shape)
         if self.reduction == "mean":
-            kept = C - (not self.include_background) if weight is None else float(keep.sum())  # no sync unweighted
+            kept = C - (not self.include_background) if weight is None else read_host(keep.sum())  # no sync unweighted
             total = float(a.size) if self.generalized else kept * a.shape[0]
             if not total > 0:
                 raise ValueError("soft_dice_loss: the kept classes' weights sum to 0 (C=1 without background?)")

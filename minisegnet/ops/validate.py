@@ -1,9 +1,11 @@
 """Checks shared by every loss (cross-entropy, BCE, focal, the Dice family): labels, weights, finiteness, switches.
 
-Each raises a one-line error that names the bad value and what was expected.
+Each raises a one-line error that names the bad value and what was expected. A check that looks at the values
+reads one boolean back from the device (``backend.read_host``: a GPU sync, counted by ``count_host_reads``),
+or, inside ``backend.deferred_checks()`` (the training loop), records it there to be read at the next flush.
 """
 
-from ..backend import get_array_module
+from ..backend import get_array_module, open_checks, read_host
 
 
 def constant(a, like):
@@ -15,15 +17,27 @@ def constant(a, like):
 
 def first_bad(a, bad):
     """The first element of ``a`` where the boolean array ``bad`` holds, as a Python number (for error messages)."""
-    return a[bad].ravel()[0].item()
+    return read_host(a[bad].ravel()[0])
+
+
+def fail_if(bad, a, message):
+    """Raise ``ValueError(message(v))``, v the first value of ``a`` where the boolean array ``bad`` holds, if any does.
+
+    Inside ``backend.deferred_checks()`` nothing is read: the flag and v stay on the device until its flush.
+    """
+    checks = open_checks()
+    if checks is None:
+        if read_host(bad.any()):
+            raise ValueError(message(first_bad(a, bad)))
+    elif bad.size:
+        first = bad.reshape(-1).argmax()  # the first True (0 when none: that value is then never shown)
+        checks.record(bad.any(), a.reshape(-1)[first], message)
 
 
 def check_finite(x, what):
     """Raise a ValueError naming the first NaN or Inf in ``x``."""
     xp = get_array_module(x)
-    finite = xp.isfinite(x)
-    if not bool(finite.all()):
-        raise ValueError(f"{what} contains {first_bad(x, ~finite)} at least once; expected finite values")
+    fail_if(~xp.isfinite(x), x, lambda v: f"{what} contains {v} at least once; expected finite values")
 
 
 def check_labels(t, C, ignore_index, what):
@@ -34,25 +48,23 @@ def check_labels(t, C, ignore_index, what):
     bad = (t < 0) | (t >= C)
     if ignore_index is not None:
         bad &= t != ignore_index
-    if bool(bad.any()):
-        extra = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-        raise ValueError(f"{what} holds label {first_bad(t, bad)}; labels must lie in [0, {C}) for C={C}{extra}")
+    extra = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+    fail_if(bad, t, lambda v: f"{what} holds label {v}; labels must lie in [0, {C}) for C={C}{extra}")
     return xp
 
 
 def check_unit_interval(a, what, hint=""):
     """Raise unless every value of ``a`` lies in [0, 1] (NaN fails too, since NaN compares false)."""
     inside = (a >= 0) & (a <= 1)
-    if not bool(inside.all()):
-        raise ValueError(f"{what} must lie in [0, 1]{hint}, got {first_bad(a, ~inside)}")
+    fail_if(~inside, a, lambda v: f"{what} must lie in [0, 1]{hint}, got {v}")
 
 
 def check_class_weight(weight, C, what, nonnegative=False):
     """Raise unless ``weight`` is a 1-D array of C entries (and, with ``nonnegative``, none below 0)."""
     if weight.ndim != 1 or weight.shape[0] != C:
         raise ValueError(f"{what} must have shape ({C},), one entry per class, got shape {tuple(weight.shape)}")
-    if nonnegative and bool((weight < 0).any()):
-        raise ValueError(f"{what} must be >= 0, got {first_bad(weight, weight < 0)}")
+    if nonnegative:
+        fail_if(weight < 0, weight, lambda v: f"{what} must be >= 0, got {v}")
 
 
 def check_choice(value, choices, what):
