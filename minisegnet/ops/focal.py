@@ -3,6 +3,7 @@
 from ..backend import get_array_module
 from ..tensor import Function
 from .activation import log_softmax_array
+from .loss import mean_scale, reduced
 from .validate import check_choice, check_class_weight, check_finite, check_labels, check_number, constant
 
 
@@ -51,11 +52,8 @@ class FocalLoss(Function):
         safe_q = xp.where(q > 0, q, 1)
         self.dy = -a * (qg - xp.where(q > 0, self.gamma * qg / safe_q * pt * y, 0))
         self.p, self.t0, self.C = xp.exp(logp), t0, C
-        count = valid.sum()
-        self.scale = xp.where(count > 0, 1 / xp.where(count > 0, count, 1), 0).astype(x.dtype)
-        if self.reduction == "none":
-            return loss
-        return loss.sum() * self.scale if self.reduction == "mean" else loss.sum()
+        self.scale = mean_scale(valid.sum(), x.dtype)
+        return reduced(loss, self.scale, self.reduction)
 
     def backward(self, gy):
         xp = get_array_module(gy)

@@ -23,6 +23,19 @@ from .validate import (
 REDUCTIONS = ("mean", "sum", "none")
 
 
+def mean_scale(count, dtype):
+    """1 / count, or 0 when nothing is counted: decided on the device, so no value is read back."""
+    xp = get_array_module(count)
+    return xp.where(count > 0, 1 / xp.where(count > 0, count, 1), 0).astype(dtype)
+
+
+def reduced(loss, scale, reduction):
+    """The per-pixel ``loss`` as ``reduction`` asks: itself ("none"), its sum, or its sum times ``scale`` ("mean")."""
+    if reduction == "none":
+        return loss
+    return loss.sum() * scale if reduction == "mean" else loss.sum()
+
+
 def _check_reduction(reduction, what):
     if reduction not in REDUCTIONS:
         raise ValueError(f"{what}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -81,11 +94,8 @@ class CrossEntropy(Function):
                 loss = loss * (1 - self.eps) - (self.eps / C) * r * (logp * wc).sum(axis=1)
                 self.r, self.wc, self.W = r, wc, C if weight is None else weight.astype(x.dtype).sum()
             self.w, self.t0 = w, t0
-        # 1 / D, or 0 when nothing is counted (no host sync needed to decide).
-        self.scale = xp.where(D > 0, 1 / xp.where(D > 0, D, 1), 0).astype(x.dtype)
-        if self.reduction == "none":
-            return loss
-        return loss.sum() * self.scale if self.reduction == "mean" else loss.sum()
+        self.scale = mean_scale(D, x.dtype)
+        return reduced(loss, self.scale, self.reduction)
 
     def backward(self, gy):
         xp = get_array_module(gy)
