@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from minisegnet.backend import cupy_available, reference_kernels
+from minisegnet.backend import cupy_available, get_num_threads, reference_kernels, set_num_threads
+from minisegnet.ops import workspace
 
 os.environ.setdefault("MINISEGNET_QUICK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -36,3 +37,15 @@ def fast():
     """The fast paths, whatever MINISEGNET_REFERENCE says: for tests of the speed machinery itself."""
     with reference_kernels(False):
         yield
+
+
+@pytest.fixture(params=[1, 2])
+def threads(request, monkeypatch):
+    """1, then 2: the fast paths' batch slices on the calling thread, then one image per slice on two threads."""
+    before = get_num_threads()
+    if request.param > 1:
+        monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(workspace, "PARALLEL_BYTES", 0)
+    set_num_threads(request.param)
+    yield request.param
+    set_num_threads(before)

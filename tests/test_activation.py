@@ -65,3 +65,19 @@ def test_dropout_scales_and_masks_consistently(device):
 def test_dropout_rejects_bad_probability():
     with pytest.raises(ValueError, match="1.5"):
         F.dropout(msn.tensor([1.0]), p=1.5)
+
+
+@pytest.mark.parametrize("shape", [(), (0, 3), (1, 4), (3, 3, 4, 5)])
+def test_relu_fast_path_is_the_reference_bit_for_bit(device, shape, threads):
+    x = msn.tensor(np.random.default_rng(2).standard_normal(shape), device=device)
+    gy = msn.backend.to_device(np.random.default_rng(3).standard_normal(shape), device)
+    runs = []
+    for reference in (True, False):
+        with msn.reference_kernels(reference):
+            x.requires_grad, x.grad = True, None
+            y = F.relu(x)
+            y.backward(gy)
+            runs.append((y.numpy(), msn.to_numpy(x.grad)))
+    for r, f in zip(*runs):
+        np.testing.assert_array_equal(f, r)
+    assert (runs[1][0] >= 0).all() and np.array_equal(runs[1][1] != 0, runs[1][0] > 0)

@@ -5,7 +5,7 @@ import pytest
 
 import minisegnet.ops as F
 from minisegnet import Tensor
-from minisegnet.backend import to_device, to_numpy
+from minisegnet.backend import reference_kernels, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
 
 from utils import rand, rel_error, to_torch
@@ -124,3 +124,31 @@ def test_batch_norm_bad_arguments_raise(device):
         F.batch_norm(x, rand(3, device=device), rv, training=True)
     with pytest.raises(ValueError, match="momentum must be in"):
         F.batch_norm(x, rm, rv, training=True, momentum=1.5)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (6, 5), (1, 2, 3, 1)])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_fast_path_matches_the_reference(device, shape, training, affine, threads):
+    C = shape[1]
+    x = rand(*shape, device=device, seed=3)
+    x.data += 5.0  # a mean far from 0: d = x - mean must be taken before any product
+    W, b = (rand(C, device=device, seed=s) for s in (4, 5)) if affine else (None, None)
+    gy = to_numpy(rand(*shape, device=device, seed=6).data)
+
+    def one_pass():
+        rm, rv = stats(C, device)
+        for t in (x, W, b):
+            if t is not None:
+                t.grad = None
+        y = F.batch_norm(x, rm, rv, W, b, training)
+        y.backward(to_device(gy, device))
+        grads = [to_numpy(t.grad) for t in (x, W, b) if t is not None]
+        return [to_numpy(y.data), to_numpy(rm), to_numpy(rv), *grads]
+
+    with reference_kernels():
+        reference = one_pass()
+    with reference_kernels(False):
+        fast = one_pass()
+    for r, f in zip(reference, fast):
+        assert rel_error(f, r) <= 1e-11

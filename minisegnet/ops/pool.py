@@ -12,6 +12,7 @@ import numpy as np
 from ..backend import fast_paths, get_array_module
 from ..tensor import Function, Tensor, as_tensor
 from .sizes import conv_out_size, conv_transpose_out_size, pair, window
+from .workspace import over_batch
 
 
 def _check_4d(x, op):
@@ -108,9 +109,15 @@ class MaxPool2d(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-        # Within one tap distinct outputs read distinct inputs, so `+=` on the strided slice never collides.
-        for i, j, out, inp in self.taps:
-            gx[inp] += gy[out] * (self.tap[out] == i * self.KW + j)
+
+        def part(n0, n1):  # images n0..n1-1
+            g, won, into = gy[n0:n1], self.tap[n0:n1], gx[n0:n1]
+            # Within one tap distinct outputs read distinct inputs, so `+=` on the strided slice never collides.
+            for i, j, out, inp in self.taps:
+                into[inp] += g[out] * (won[out] == i * self.KW + j)
+
+        # The fast path runs the same loop on slices of the batch, on set_num_threads(n) threads.
+        over_batch(part, gy) if fast_paths() else part(0, len(gy))
         return gx
 
 
@@ -151,15 +158,19 @@ def _max_running(x, f, kernel, stride, padding, out_size):
     first = (xp.maximum(-f.top, 0) * KW)[:, None] + xp.maximum(-f.left, 0)[None, :]
     tap = xp.broadcast_to(first.astype(np.min_scalar_type(KH * KW - 1)), (N, C, OH, OW)).copy()
     y = xp.full((N, C, OH, OW), -xp.inf, dtype=x.dtype)
-    for i, j, out, inp in f.taps:
-        # Basic slices are views: the in-place updates below write into y and tap.
-        window, best, winner = x[inp], y[out], tap[out]
-        better = window > best
-        better |= xp.isnan(window)
-        xp.maximum(best, window, out=best)  # NaN-propagating, like the rule above
-        # winner = i*KW + j where better, unchanged elsewhere; arithmetic, as masked writes are slow in NumPy.
-        winner *= ~better
-        winner += better * tap.dtype.type(i * KW + j)
+
+    def part(n0, n1):  # images n0..n1-1; set_num_threads(n) threads take slices of the batch at once
+        for i, j, out, inp in f.taps:
+            # Basic slices are views: the in-place updates below write into y and tap.
+            window, best, winner = x[n0:n1][inp], y[n0:n1][out], tap[n0:n1][out]
+            better = window > best
+            better |= xp.isnan(window)
+            xp.maximum(best, window, out=best)  # NaN-propagating, like the rule above
+            # winner = i*KW + j where better, unchanged elsewhere; arithmetic, as masked writes are slow in NumPy.
+            winner *= ~better
+            winner += better * tap.dtype.type(i * KW + j)
+
+    over_batch(part, x)
     return y, tap
 
 
