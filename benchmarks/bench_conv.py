@@ -102,6 +102,20 @@ def textbook_conv_transpose(x, W, b, gy, S, P):
     return y, gx, gW, gy.sum(axis=(0, 2, 3))
 
 
+def products_only(N, C, OC, H, K, transposed, rng):
+    """The three matrix products of one forward + backward alone, on operands drawn beforehand.
+
+    With A the weight matrix (M, Kc), B the columns (Kc, L) and G the output gradient (M, L): the output
+    is A @ B, the weight gradient G @ B.T, the input's column gradient A.T @ G. A 3x3 convolution has
+    M = OC, Kc = 9 C, L = N H W; a 2x2 stride-2 transposed one M = 4 OC, Kc = C, L = N H W. No columns
+    are built and nothing is copied: this is the floor of any im2col convolution on this BLAS.
+    """
+    M, Kc = (K * K * OC, C) if transposed else (OC, K * K * C)
+    L = N * H * H
+    A, B, G = (rng.standard_normal(shape, dtype=np.float32) for shape in ((M, Kc), (Kc, L), (M, L)))
+    return lambda: (A @ B, G @ B.T, A.T @ G)
+
+
 # ---- one case: inputs and a forward + backward closure per implementation ------------------------
 
 
@@ -125,6 +139,7 @@ def make_case(op, N, C, OC, H, seed=0, threads=2):
 
     tb_fn = textbook_conv_transpose if transposed else textbook_conv
     cases = {"minisegnet": minisegnet_run, "textbook": lambda: tb_fn(x, W, b, gy, S, P)}
+    cases["products"] = products_only(N, C, OC, H, K, transposed, rng)
     try:
         import torch
     except ImportError:
@@ -231,6 +246,7 @@ def run(quick=False, repeats=None, memory=None, threads=2):
     setups = {  # minisegnet: its own threads, each with one BLAS thread; the textbook version: BLAS's threads
         "minisegnet": lambda: set_num_threads(threads),
         "textbook": lambda: (set_num_threads(0), threadpoolctl.threadpool_limits(threads)),
+        "products": lambda: (set_num_threads(0), threadpoolctl.threadpool_limits(threads)),
     }
     for op, N, C, OC, H in SHAPES:
         if quick:
@@ -241,6 +257,7 @@ def run(quick=False, repeats=None, memory=None, threads=2):
         if "torch" in times:
             row["ratio"] = times["minisegnet"] / times["torch"]
             row["textbook_ratio"] = times["textbook"] / times["torch"]
+            row["products_ratio"] = times["products"] / times["torch"]
         rows.append(row)
     set_num_threads(0)
     if memory is None:
@@ -282,25 +299,28 @@ def markdown(rows):
     """The table as Markdown: times in ms, ratio = minisegnet / torch, geometric mean and worst."""
     timed = [r for r in rows if r["op"] != "memory"]
     has_torch = "torch_s" in timed[0]
-    head = "| op | N | C -> OC | H -> OH | minisegnet ms | textbook ms |"
-    head += " torch ms | minisegnet / torch | textbook / torch |" if has_torch else ""
+    head = "| op | N | C -> OC | H -> OH | minisegnet ms | textbook ms | products ms |"
+    head += " torch ms | minisegnet / torch | textbook / torch | products / torch |" if has_torch else ""
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in timed:
         oh = 2 * r["H"] if r["op"] == "convT2x2" else r["H"]
         line = f"| {r['op']} | {r['N']} | {r['C']} -> {r['OC']} | {r['H']} -> {oh} |"
-        line += f" {r['minisegnet_s'] * 1e3:.2f} | {r['textbook_s'] * 1e3:.2f} |"
+        line += f" {r['minisegnet_s'] * 1e3:.2f} | {r['textbook_s'] * 1e3:.2f} | {r['products_s'] * 1e3:.2f} |"
         if has_torch:
             line += f" {r['torch_s'] * 1e3:.2f} | {r['ratio']:.2f} | {r['textbook_ratio']:.2f} |"
+            line += f" {r['products_ratio']:.2f} |"
         lines.append(line)
     if has_torch:
         ratios = np.array([r["ratio"] for r in timed])
         tb = np.array([r["textbook_ratio"] for r in timed])
+        floor = np.array([r["products_ratio"] for r in timed])
         worst = timed[int(ratios.argmax())]
         lines += [
             "",
             f"minisegnet / torch: geometric mean {np.exp(np.log(ratios).mean()):.2f}, worst {ratios.max():.2f} "
             f"({worst['op']} {worst['N']}, {worst['C']}->{worst['OC']}, {worst['H']}); "
-            f"textbook / torch: geometric mean {np.exp(np.log(tb).mean()):.2f}, worst {tb.max():.2f}",
+            f"textbook / torch: geometric mean {np.exp(np.log(tb).mean()):.2f}, worst {tb.max():.2f}; "
+            f"products alone / torch: geometric mean {np.exp(np.log(floor).mean()):.2f}, worst {floor.max():.2f}",
         ]
     for r in rows:
         if r["op"] == "memory":
