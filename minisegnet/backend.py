@@ -294,7 +294,7 @@ def cuda_kernel(xp, in_params, out_params, operation, name):
 
 
 def raw_kernel(xp, source, name):
-    """A hand-written CUDA C kernel (``cupy.RawKernel``: ``extern "C" __global__ void name(...)`` in ``source``), or None.
+    """A hand-written CUDA C kernel (``cupy.RawKernel``, ``extern "C" __global__ void name(...)``), or None.
 
     None exactly where ``cuda_kernel`` gives None (NumPy, ``MINISEGNET_CUDA_KERNELS=0``,
     ``reference_kernels()``): the caller then runs its generic array code. For kernels that an
