@@ -7,9 +7,8 @@ import minisegnet.ops as F
 from minisegnet import Tensor, backend
 from minisegnet.backend import to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
-from minisegnet.ops import cuda_fused
-from minisegnet.ops.norm import BatchNorm
 
+from cuda_host import ran, use_host_kernels
 from utils import rand, rel_error, to_torch
 from utils import torch as get_torch
 
@@ -128,14 +127,13 @@ def test_batch_norm_bad_arguments_raise(device):
         F.batch_norm(x, rm, rv, training=True, momentum=1.5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batch_norm_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
     # On CuPy training mode runs its forward (statistics, y, running stats) and its backward (gb, gW, then gx) as
     # one CUDA kernel each, one block per channel (ops/cuda_fused.py); MINISEGNET_CUDA_KERNELS=0: the array code.
-    if device == "cpu":
-        f = BatchNorm(True, 0.1, 1e-5, None, None)
-        assert cuda_fused.batch_norm_forward(f, np.ones((2, 1)), None, None) is None
-        pytest.skip("the CUDA kernels run on CuPy only")
+    # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
+    fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
     tol = 1e-12 if dtype == np.float64 else 1e-5
     for shape in SHAPES + [(3, 4, 17, 19), (300, 2)]:  # more values per channel than the 256 threads of a block
         C = shape[1]
@@ -151,5 +149,6 @@ def test_batch_norm_cuda_kernels_equal_the_generic_code(device, dtype, monkeypat
                 y.backward(rand(*shape, device=device, dtype=dtype, seed=3, requires_grad=False).data)
                 grads = [x.grad] + ([W.grad, b.grad] if affine else [])
                 runs.append([y.data, *grads] + ([mean, var] if running else []))
+                assert ran(fetched, *(["minisegnet_batch_norm_forward", "minisegnet_batch_norm_backward"] * kernels))
             for fused, generic in zip(*runs):
                 assert fused.dtype == dtype and rel_error(fused, generic) <= tol, (shape, affine, running)

@@ -7,9 +7,9 @@ import minisegnet.ops as F
 from minisegnet import Tensor, backend
 from minisegnet.backend import reference_kernels, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
-from minisegnet.ops import cuda_fused
 
 import naive
+from cuda_host import ran, use_host_kernels
 from utils import rand, rel_error, to_torch
 from utils import torch as get_torch
 
@@ -134,16 +134,13 @@ def test_max_pool_fast_and_reference_paths_agree(device, k, s, p):
             np.testing.assert_array_equal(fast, ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_max_pool_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
     # On CuPy the forward (y and the winning tap) and the backward are one CUDA kernel each (ops/cuda_fused.py);
     # MINISEGNET_CUDA_KERNELS=0 (backend.CUDA_KERNELS) runs the generic array code. Ties, NaN and -inf included.
-    if device == "cpu":
-        geometry = (2, 2), (2, 2), (0, 0), (1, 1)  # kernel, stride, padding, output size
-        assert cuda_fused.max_pool_forward(np.zeros((1, 1, 2, 2)), *geometry) is None
-        tap = np.zeros((1, 1, 1, 1), np.uint8)
-        assert cuda_fused.max_pool_backward(np.zeros((1, 1, 1, 1)), tap, (1, 1, 2, 2), *geometry) is None
-        pytest.skip("the CUDA kernels run on CuPy only")
+    # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
+    fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
     for k, s, p in GRID + [(5, 1, 2), (4, 3, 2)]:  # 25 taps; and windows reaching two cells into the padding
         for shape in SHAPES:
             a = with_ties(shape, seed=sum(shape) + 5).astype(dtype)
@@ -156,6 +153,7 @@ def test_max_pool_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch
                 y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
                 y.backward(to_device(pooled_upstream(y).astype(dtype), device))
                 runs.append([to_numpy(t) for t in (y.data, idx.data, x.grad)])
+                assert ran(fetched, *(["minisegnet_max_pool_forward", "minisegnet_max_pool_backward"] * kernels))
             (y, idx, gx), (y_generic, idx_generic, gx_generic) = runs
             np.testing.assert_array_equal(y, y_generic)  # a max is exact, and so must its tap be
             np.testing.assert_array_equal(idx, idx_generic)

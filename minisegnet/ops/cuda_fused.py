@@ -307,9 +307,11 @@ def batch_norm_forward(f, x, weight, bias):
     weight, axes and M, and updates f's running statistics in place. None in eval mode, where a dtype differs
     from x's, and where no kernel runs (module docstring)."""
     xp = get_array_module(x)
-    fused = _kernel(xp, _BATCH_NORM_FORWARD_CUDA, "minisegnet_batch_norm_forward", T=x.dtype)
     others = (weight, bias, f.running_mean, f.running_var)
-    if fused is None or not f.training or any(a is not None and a.dtype != x.dtype for a in others):
+    if not f.training or any(a is not None and a.dtype != x.dtype for a in others):
+        return None
+    fused = _kernel(xp, _BATCH_NORM_FORWARD_CUDA, "minisegnet_batch_norm_forward", T=x.dtype)
+    if fused is None:
         return None
     N, C = x.shape[:2]
     shape = (1, C) + (1,) * (x.ndim - 2)
@@ -329,8 +331,10 @@ def batch_norm_backward(f, gy):
     """BatchNorm's training backward in one launch: gy (N, C, ...) -> (gx, gW, gb), gW and gb (C,) or None where
     ``f`` needs no gradient for them; or None in eval mode and where no kernel runs (module docstring)."""
     xp = get_array_module(gy)
-    fused = _kernel(xp, _BATCH_NORM_BACKWARD_CUDA, "minisegnet_batch_norm_backward", T=f.xhat.dtype)
-    if fused is None or not f.training:
+    fused = (
+        _kernel(xp, _BATCH_NORM_BACKWARD_CUDA, "minisegnet_batch_norm_backward", T=f.xhat.dtype) if f.training else None
+    )
+    if fused is None:
         return None
     N, C = gy.shape[:2]
     gx, gW, gb = xp.empty(gy.shape, f.xhat.dtype), xp.empty(C, f.xhat.dtype), xp.empty(C, f.xhat.dtype)
