@@ -93,3 +93,21 @@ def test_the_host_launch_refuses_arguments_of_the_wrong_type(monkeypatch, bad):
     args = (x, t, x, np.int32(0), np.int64(0), np.int32(0), n, np.int32(2), np.int64(3), p, w, loss)
     with pytest.raises(AssertionError, match="pixels|: t "):
         kernel((1,), (4,), args)
+
+
+def test_batch_norm_with_float64_running_stats_fuses_only_the_backward(monkeypatch):
+    # float32 x with float64 buffers: the forward's kernel takes one dtype, so the generic forward runs; what it
+    # saves (xhat, inv_std, weight) is all float32, and the fused backward reads it.
+    fetched = use_host_kernels(monkeypatch)
+    rng = np.random.default_rng(3)
+    a, gy = rng.standard_normal((5, 3, 4, 2)).astype(np.float32), rng.standard_normal((5, 3, 4, 2)).astype(np.float32)
+    runs = []
+    for kernels in (True, False):
+        monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+        x, W = Tensor(a, requires_grad=True), Tensor(np.linspace(0.5, 2, 3, dtype=np.float32), requires_grad=True)
+        y = F.batch_norm(x, np.zeros(3), np.ones(3), W, None, training=True)
+        y.backward(gy)
+        runs.append((y.data, x.grad, W.grad))
+        assert ran(fetched, *(["minisegnet_batch_norm_backward"] * kernels))
+    for fused, generic in zip(*runs):
+        assert fused.dtype == generic.dtype == np.float32 and rel_error(fused, generic) <= 1e-5

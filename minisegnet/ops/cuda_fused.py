@@ -9,8 +9,11 @@ runs its generic array code, kept in pool.py, loss.py and norm.py as the lesson'
 two on CuPy (tests/test_pool.py, test_loss.py, test_norm.py).
 
 STATUS: these kernels have been compiled by nvcc 13.0 (tests/test_cuda_sources.py, on a machine without a GPU)
-but have NOT yet been run on a GPU. The comparisons with the generic code are written and skip without one:
-``bash scripts/gpu_check.sh`` runs them on the next machine that has a GPU.
+but have NOT yet been run on a GPU. Without one, their comparisons with the generic code run the same CUDA C
+compiled as C++ on the host (tests/cuda_host.py: each block's threads as real threads meeting at a barrier),
+which checks their arithmetic, PyTorch's tie and NaN rules, the block sums and the arguments passed here, but
+not CUDA's compiler at run time (NVRTC), its memory model, or any speed. ``bash scripts/gpu_check.sh`` runs the
+comparisons on CuPy and the benchmarks on the next machine that has a GPU.
 
 Each source is written for a type ``T`` (and, for pooling, ``TAP``, the tap index type); ``_kernel`` puts the
 typedefs in front, so a kernel compiles once per dtype. Sizes index with ``long long`` so no product overflows.
@@ -329,17 +332,18 @@ def batch_norm_forward(f, x, weight, bias):
 
 def batch_norm_backward(f, gy):
     """BatchNorm's training backward in one launch: gy (N, C, ...) -> (gx, gW, gb), gW and gb (C,) or None where
-    ``f`` needs no gradient for them; or None in eval mode and where no kernel runs (module docstring)."""
+    ``f`` needs no gradient for them; or None in eval mode, where the dtypes differ, and where no kernel runs."""
     xp = get_array_module(gy)
-    fused = (
-        _kernel(xp, _BATCH_NORM_BACKWARD_CUDA, "minisegnet_batch_norm_backward", T=f.xhat.dtype) if f.training else None
-    )
+    dtypes = {a.dtype for a in (gy, f.xhat, f.inv_std, f.weight) if a is not None}
+    if not f.training or len(dtypes) > 1:  # after a generic forward, say, that kept a float64 weight
+        return None
+    fused = _kernel(xp, _BATCH_NORM_BACKWARD_CUDA, "minisegnet_batch_norm_backward", T=f.xhat.dtype)
     if fused is None:
         return None
     N, C = gy.shape[:2]
     gx, gW, gb = xp.empty(gy.shape, f.xhat.dtype), xp.empty(C, f.xhat.dtype), xp.empty(C, f.xhat.dtype)
     weights = f.xhat if f.weight is None else xp.ascontiguousarray(f.weight.reshape(C))  # f.xhat: never read
-    g, inv_std = xp.ascontiguousarray(gy, dtype=f.xhat.dtype), f.inv_std.reshape(C)
+    g, inv_std = xp.ascontiguousarray(gy), xp.ascontiguousarray(f.inv_std.reshape(C))
     args = (g, f.xhat, inv_std, weights, np.int32(f.weight is not None), np.int64(f.M), np.int32(C))
     _launch(fused, THREADS, C, (*args, np.int64(f.M // N), gx, gW, gb))
     _, need_W, need_b = f.needs_input_grad
