@@ -10,6 +10,7 @@ arguments run here, on the test's own NumPy data. What it does not show: CUDA's 
 NVRTC's compile (CuPy's compiler), speed. Those need a GPU.
 """
 
+import atexit
 import ctypes
 import hashlib
 import re
@@ -89,7 +90,9 @@ class HostKernel:
         assert self.name == name, f"the source defines {self.name}, not {name}"
         key = hashlib.sha1(source.encode()).hexdigest()[:16]
         if key not in _built:
-            _folder = _folder or Path(tempfile.mkdtemp(prefix="minisegnet_host_cuda_"))
+            if _folder is None:
+                _folder = Path(tempfile.mkdtemp(prefix="minisegnet_host_cuda_"))
+                atexit.register(shutil.rmtree, _folder, ignore_errors=True)
             names = ", ".join(pname for _, _, pname in self.params)
             code = HARNESS + source + LAUNCH.format(params=params, name=name, names=names)
             (_folder / f"{key}.cpp").write_text(code)

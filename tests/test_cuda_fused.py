@@ -41,6 +41,7 @@ def test_no_kernel_runs_on_numpy():
     assert all(result is None for result in fused_calls(np.ones((1, 1, 2, 2))).values())
 
 
+@pytest.mark.slow  # g++ builds the kernels (about a second each)
 def test_the_switches_and_unsupported_dtypes_turn_the_kernels_off(monkeypatch):
     fetched = use_host_kernels(monkeypatch)
     x = np.arange(4.0).reshape(1, 1, 2, 2)
@@ -53,6 +54,7 @@ def test_the_switches_and_unsupported_dtypes_turn_the_kernels_off(monkeypatch):
     assert all(result is None for result in fused_calls(x).values())
 
 
+@pytest.mark.slow  # g++ builds the kernels (about a second each)
 def test_batch_norm_in_eval_mode_takes_the_generic_code(monkeypatch):
     fetched = use_host_kernels(monkeypatch)
     x = Tensor(np.random.default_rng(0).standard_normal((4, 3, 2, 2)), requires_grad=True)
@@ -61,6 +63,7 @@ def test_batch_norm_in_eval_mode_takes_the_generic_code(monkeypatch):
     assert ran(fetched)  # none: eval mode is one multiply, nothing to fuse
 
 
+@pytest.mark.slow  # g++ builds the kernels (about a second each)
 def test_max_pool_kernel_with_more_than_256_taps(monkeypatch):
     # A 17x17 window has 289 taps: the tap index is uint16, the kernel's other variant.
     fetched = use_host_kernels(monkeypatch)
@@ -79,6 +82,7 @@ def test_max_pool_kernel_with_more_than_256_taps(monkeypatch):
     assert rel_error(gx, gx_generic) <= 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["int32 sizes", "int32 labels"])
 def test_the_host_launch_refuses_arguments_of_the_wrong_type(monkeypatch, bad):
     # The check a RawKernel leaves to its caller (tests/cuda_host.py): a wrong type there reads garbage on a GPU.
@@ -95,6 +99,7 @@ def test_the_host_launch_refuses_arguments_of_the_wrong_type(monkeypatch, bad):
         kernel((1,), (4,), args)
 
 
+@pytest.mark.slow  # g++ builds the kernels (about a second each)
 def test_batch_norm_with_float64_running_stats_fuses_only_the_backward(monkeypatch):
     # float32 x with float64 buffers: the forward's kernel takes one dtype, so the generic forward runs; what it
     # saves (xhat, inv_std, weight) is all float32, and the fused backward reads it.
