@@ -293,6 +293,40 @@ def cuda_kernel(xp, in_params, out_params, operation, name):
     return kernel
 
 
+def raw_kernel(xp, source, name):
+    """A hand-written CUDA C kernel (``cupy.RawKernel``, ``extern "C" __global__ void name(...)``), or None.
+
+    None exactly where ``cuda_kernel`` gives None (NumPy, ``MINISEGNET_CUDA_KERNELS=0``,
+    ``reference_kernels()``): the caller then runs its generic array code. For kernels that an
+    elementwise body cannot express (one block per channel, a loop over a window that picks a
+    winner). Compiled on first use, cached by name and source (one source per dtype).
+    """
+    if xp is np or not CUDA_KERNELS or REFERENCE:
+        return None
+    kernel = _kernels.get((name, source))
+    if kernel is None:
+        kernel = _kernels[name, source] = cp.RawKernel(source, name)
+    return kernel
+
+
+def bincount(x, length):
+    """counts (length,) int64: counts[k] = how many values of the integer array ``x`` equal k.
+
+    Every value must lie in [0, length); nothing checks it, since a check would read ``x`` back
+    (callers map the values they drop to one extra bin and slice it off). NumPy runs
+    ``np.bincount(x, minlength=length)``. ``cupy.bincount`` reads ``max(x)`` back to size its
+    result, a GPU sync, so CuPy adds ones into ``zeros(length)`` instead (``cupyx.scatter_add``,
+    atomic; no host read). Its counts are uint64, the type CUDA's atomicAdd has for 64 bits.
+    """
+    if is_gpu_array(x):
+        import cupyx
+
+        counts = cp.zeros(length, dtype=cp.uint64)
+        cupyx.scatter_add(counts, x.ravel(), cp.ones(x.size, dtype=cp.uint64))
+        return counts.view(cp.int64)  # counts are far below 2**63: the same bits read as int64
+    return np.bincount(np.asarray(x).ravel(), minlength=length)
+
+
 def synchronize():
     """Wait until the GPU has finished all queued work (a no-op on the CPU).
 

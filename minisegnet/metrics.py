@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy, unwrap
+from .backend import bincount, get_array_module, to_numpy, unwrap
 from .metrics_boundary import average_surface_distance, hausdorff_distance, surface_distances  # noqa: F401
 from .ops.validate import fail_if
 
@@ -28,8 +28,13 @@ def _array(a):
     return unwrap(a)  # a Tensor's array, or the array itself
 
 
-def _kept(pred, target, C, ignore_index, what):
-    """The checked labels of the counted pixels: (keep mask, pred[keep], target[keep]) as int64."""
+def _cells(pred, target, C, ignore_index, what, images=1):
+    """Each pixel's cell of the confusion matrices: (n * C + target) * C + pred as int64, ``pred``'s shape.
+
+    n is the pixel's image with ``images`` = N (per-image matrices, pred (N, H, W)), else 0. A pixel that
+    is not counted (target == ignore_index, or a label outside [0, C)) gets the extra cell images*C*C,
+    which the caller's bincount counts and drops: no boolean mask, whose size a GPU would read back.
+    """
     pred, target = _array(pred), _array(target)
     xp = get_array_module(pred, target)
     if tuple(pred.shape) != tuple(target.shape):
@@ -38,11 +43,15 @@ def _kept(pred, target, C, ignore_index, what):
         if a.dtype.kind not in "iu":
             raise TypeError(f"{what}: {name} must hold integer labels, got dtype {a.dtype}")
     keep = xp.ones(target.shape, dtype=bool) if ignore_index is None else target != ignore_index
-    pred, target = pred[keep].astype(xp.int64), target[keep].astype(xp.int64)
+    pred, target = pred.astype(xp.int64), target.astype(xp.int64)
     for name, a in (("target", target), ("pred", pred)):
-        bad = (a < 0) | (a >= C)
+        bad = ((a < 0) | (a >= C)) & keep
         fail_if(bad, a, lambda v, name=name: f"{what}: {name} holds label {v}; expected [0, {C})")
-    return keep, pred, target
+        keep &= ~bad  # read at once, or recorded by deferred_checks: either way never counted
+    cell = target * C + pred
+    if images > 1:
+        cell += xp.arange(images).reshape((images,) + (1,) * (cell.ndim - 1)) * (C * C)
+    return xp.where(keep, cell, images * C * C)
 
 
 def confusion_matrix(pred, target, num_classes, ignore_index=None):
@@ -51,18 +60,16 @@ def confusion_matrix(pred, target, num_classes, ignore_index=None):
     Pixels whose target equals ``ignore_index`` are not counted. Counting is one bincount of target * C + pred.
     """
     C = int(num_classes)
-    _, pred, target = _kept(pred, target, C, ignore_index, "confusion_matrix")
-    return get_array_module(pred).bincount(target * C + pred, minlength=C * C).reshape(C, C)
+    cells = _cells(pred, target, C, ignore_index, "confusion_matrix")
+    return bincount(cells, C * C + 1)[: C * C].reshape(C, C)
 
 
 def confusion_matrices(pred, target, num_classes, ignore_index=None):
     """cms (N, C, C) int64, one confusion matrix per image: pred and target (N, H, W) integer labels."""
     C = int(num_classes)
-    keep, p, t = _kept(pred, target, C, ignore_index, "confusion_matrices")
-    xp = get_array_module(p)
-    N = keep.shape[0]
-    image = xp.broadcast_to(xp.arange(N).reshape((N,) + (1,) * (keep.ndim - 1)), keep.shape)[keep]
-    return xp.bincount((image * C + t) * C + p, minlength=N * C * C).reshape(N, C, C)
+    N = _array(target).shape[0]
+    cells = _cells(pred, target, C, ignore_index, "confusion_matrices", images=N)
+    return bincount(cells, N * C * C + 1)[: N * C * C].reshape(N, C, C)
 
 
 def _ratio(num, den):
@@ -202,21 +209,24 @@ class SegmentationMeter:
         C = self.num_classes
         cm = to_numpy(self.cm) if self.cm is not None else np.zeros((C, C), dtype=np.int64)
         kw = {"ignore_index": self.ignore_index, "empty": self.empty}
+        # cm is on the host now: the numbers below read nothing more from the device.
 
-        def num(a):
-            return float(to_numpy(a))
-
-        def over_images(scores):
-            scores = np.concatenate([to_numpy(a) for a in scores]) if scores else np.zeros(0)
+        def over_images(batches):
+            if not batches:
+                return math.nan
+            # One read for all batches so far; the joined array replaces the list, so the next call
+            # (the progress bar asks every few steps) reads one array again, not one per batch.
+            batches[:] = [get_array_module(*batches).concatenate(batches)]
+            scores = to_numpy(batches[0])
             return float(np.nanmean(scores)) if np.isfinite(scores).any() else math.nan
 
         return {
-            "miou": num(mean_iou(cm, **kw)),
-            "fg_miou": num(mean_iou(cm, include_background=False, **kw)) if C > 1 else math.nan,
-            "miou_micro": num(mean_iou(cm, average="micro", **kw)),
-            "miou_weighted": num(mean_iou(cm, average="weighted", **kw)),
-            "pixel_acc": num(pixel_accuracy(cm)),
-            "mean_dice": num(mean_dice(cm, **kw)),
+            "miou": float(mean_iou(cm, **kw)),
+            "fg_miou": float(mean_iou(cm, include_background=False, **kw)) if C > 1 else math.nan,
+            "miou_micro": float(mean_iou(cm, average="micro", **kw)),
+            "miou_weighted": float(mean_iou(cm, average="weighted", **kw)),
+            "pixel_acc": float(pixel_accuracy(cm)),
+            "mean_dice": float(mean_dice(cm, **kw)),
             "miou_per_image": over_images(self.image_iou),
             "dice_per_image": over_images(self.image_dice),
             "iou": [float(v) for v in iou(cm, self.empty)],

@@ -44,8 +44,9 @@ def evaluate_model(model, dataset, batch_size=32, device="cpu", ignore_index=Non
     """Validation metrics (``SegmentationMeter.compute()``) of ``model`` on ``dataset``, in eval mode."""
     model.eval()
     meter = metrics.SegmentationMeter(dataset.num_classes, ignore_index, class_names=dataset.class_names)
-    for images, masks in DataLoader(dataset, batch_size=batch_size):
-        meter.update(model(to_device(images, device)).data, to_device(masks, device))
+    with deferred_checks():  # the meter's label checks: read once, at the end, not once per batch
+        for images, masks in DataLoader(dataset, batch_size=batch_size):
+            meter.update(model(to_device(images, device)).data, to_device(masks, device))
     model.train()
     return meter.compute()
 

@@ -89,3 +89,13 @@ def test_reference_switch_from_environment(value, on):
     env = {**os.environ, "MINISEGNET_REFERENCE": value}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == [str(on), str(not on)]
+
+
+def test_bincount_counts_every_value_into_a_fixed_length(device):
+    # backend.bincount: np.bincount with minlength on NumPy, a scatter-add on CuPy (no read of max(x)).
+    x = np.random.default_rng(0).integers(0, 7, (3, 5, 4))
+    counts = backend.bincount(backend.to_device(x, device), 9)
+    assert backend.device_of(counts) == device and counts.dtype == np.int64 and counts.shape == (9,)
+    np.testing.assert_array_equal(backend.to_numpy(counts), np.bincount(x.ravel(), minlength=9))
+    empty = backend.bincount(backend.to_device(np.zeros(0, dtype=np.int64), device), 3)
+    np.testing.assert_array_equal(backend.to_numpy(empty), [0, 0, 0])

@@ -60,6 +60,30 @@ def test_count_host_reads_names_the_caller_and_nests(device):
     assert len(outer) == 3
 
 
+def test_a_meter_update_reads_nothing_and_compute_reads_three_arrays(device):
+    # The meter counts with backend.bincount (a scatter-add on CuPy, which never reads max(x) back) and puts
+    # ignored pixels in an extra bin instead of masking them out (a mask's size is a read on the GPU).
+    rng = np.random.default_rng(0)
+    meter = metrics.SegmentationMeter(3, ignore_index=255)
+    masks = rng.integers(0, 3, (3, 2, 4, 5))
+    masks[:, 0, 1] = 255
+    with backend.deferred_checks() as checks:  # as train_epoch runs it
+        for batch in masks:
+            logits = backend.to_device(rng.standard_normal((2, 3, 4, 5)), device)
+            with backend.count_host_reads() as reads:
+                meter.update(logits, backend.to_device(batch, device))
+            assert reads.sites == [] and len(checks.pending) == 2  # the label checks: recorded, not read
+            checks.flush()
+    with backend.count_host_reads() as reads:
+        meter.update(logits, backend.to_device(masks[0], device))  # outside the loop: the checks read their flags
+    assert reads.by_site() == {"metrics._cells > validate.fail_if": 2}
+    with backend.count_host_reads() as reads:
+        first = meter.compute()
+        assert meter.compute() == first
+    # The confusion matrix and the per-image scores (IoU, Dice): 3 arrays a call, however many batches were seen.
+    assert reads.by_site() == {"metrics.compute": 2, "metrics.compute > metrics.over_images": 4}
+
+
 def test_moving_host_arrays_is_not_a_read():
     with backend.count_host_reads() as reads:
         backend.to_device(np.zeros(2), "cpu")

@@ -10,7 +10,9 @@ import minisegnet.ops as F
 from minisegnet.backend import to_device
 from minisegnet.gradcheck import gradcheck
 from minisegnet.gradcheck.cases import run_checks
+from minisegnet.ops.loss import REDUCTIONS
 
+from cuda_host import ran, use_host_kernels
 from utils import rand, rand_labels, rel_error, to_torch, torch
 
 W3 = np.array([0.5, 1.0, 2.0])
@@ -134,6 +136,44 @@ def test_cross_entropy_bad_input():
         F.cross_entropy(x, good, pixel_weight=np.ones((4, 4)))
     with pytest.raises(ValueError, match="'average'"):
         F.cross_entropy(x, good, reduction="average")
+
+
+CE_KERNELS = ["minisegnet_cross_entropy_forward", "minisegnet_cross_entropy_backward"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cross_entropy_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
+    # On CuPy the label loss without pixel weights or smoothing (the default training loss) runs its forward and
+    # its backward as one CUDA kernel each (ops/cuda_fused.py); MINISEGNET_CUDA_KERNELS=0 runs the array code.
+    # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
+    fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
+    rng = np.random.default_rng(0)
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for shape in [(5, 3), (2, 3, 4, 5), (2, 7, 3, 1, 2)]:
+        for reduction in REDUCTIONS:
+            for weight in (None, W3 if shape[1] == 3 else np.linspace(0.5, 2, shape[1])):
+                for ignore in (None, -100, 1):
+                    labels = rand_labels((shape[0],) + shape[2:], shape[1], device, seed=sum(shape), ignore=ignore)
+                    logits = rng.standard_normal(shape).astype(dtype) * 3
+                    runs = []
+                    for kernels in (True, False):
+                        monkeypatch.setattr(msn.backend, "CUDA_KERNELS", kernels)
+                        x = msn.Tensor(to_device(logits, device), requires_grad=True)
+                        w = None if weight is None else to_device(weight.astype(dtype), device)
+                        loss = F.cross_entropy(x, labels, weight=w, ignore_index=ignore, reduction=reduction)
+                        loss.backward(to_device(np.random.default_rng(1).random(loss.shape).astype(dtype), device))
+                        runs.append((loss.data, x.grad))
+                        assert ran(fetched, *(CE_KERNELS * kernels))
+                    for fused, generic in zip(*runs):
+                        assert fused.dtype == dtype and fused.shape == generic.shape
+                        assert rel_error(fused, generic) <= tol, (shape, reduction, weight, ignore)
+    monkeypatch.setattr(msn.backend, "CUDA_KERNELS", True)
+    every_pixel_ignored = to_device(np.full((2, 3), -100), device)  # D = 0: a loss of 0 and a zero gradient
+    x = msn.Tensor(to_device(rng.standard_normal((2, 3, 3)).astype(dtype), device), requires_grad=True)
+    loss = F.cross_entropy(x, every_pixel_ignored)
+    loss.backward()
+    assert loss.item() == 0.0 and not msn.to_numpy(x.grad).any() and ran(fetched, *CE_KERNELS)
 
 
 # ---- binary cross-entropy with logits -------------------------------------------------------------------------------

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import Tensor
+from minisegnet import Tensor, backend
 from minisegnet.backend import reference_kernels, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
 
+from cuda_host import ran, use_host_kernels
 from utils import rand, rel_error, to_torch
 from utils import torch as get_torch
 
@@ -152,3 +153,30 @@ def test_batch_norm_fast_path_matches_the_reference(device, shape, training, aff
         fast = one_pass()
     for r, f in zip(reference, fast):
         assert rel_error(f, r) <= 1e-11
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batch_norm_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
+    # On CuPy training mode runs its forward (statistics, y, running stats) and its backward (gb, gW, then gx) as
+    # one CUDA kernel each, one block per channel (ops/cuda_fused.py); MINISEGNET_CUDA_KERNELS=0: the array code.
+    # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
+    fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    for shape in SHAPES + [(3, 4, 17, 19), (300, 2)]:  # more values per channel than the 256 threads of a block
+        C = shape[1]
+        for affine, running in [(True, True), (False, True), (True, False)]:
+            runs = []
+            for kernels in (True, False):
+                monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+                x = rand(*shape, device=device, dtype=dtype, seed=C, low=-2.0, high=5.0)
+                W = rand(C, device=device, dtype=dtype, seed=1) if affine else None
+                b = rand(C, device=device, dtype=dtype, seed=2) if affine else None
+                mean, var = (a.astype(dtype) for a in stats(C, device)) if running else (None, None)
+                y = F.batch_norm(x, mean, var, W, b, training=True)
+                y.backward(rand(*shape, device=device, dtype=dtype, seed=3, requires_grad=False).data)
+                grads = [x.grad] + ([W.grad, b.grad] if affine else [])
+                runs.append([y.data, *grads] + ([mean, var] if running else []))
+                assert ran(fetched, *(["minisegnet_batch_norm_forward", "minisegnet_batch_norm_backward"] * kernels))
+            for fused, generic in zip(*runs):
+                assert fused.dtype == dtype and rel_error(fused, generic) <= tol, (shape, affine, running)

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import Tensor
+from minisegnet import Tensor, backend
 from minisegnet.backend import reference_kernels, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
 
 import naive
+from cuda_host import ran, use_host_kernels
 from utils import rand, rel_error, to_torch
 from utils import torch as get_torch
 
@@ -132,6 +133,33 @@ def test_max_pool_fast_and_reference_paths_agree(device, k, s, p, threads):
                 runs.append([to_numpy(t) for t in (y.data, idx.data, x.grad)])
         for fast, ref in zip(*runs):
             np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_pool_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
+    # On CuPy the forward (y and the winning tap) and the backward are one CUDA kernel each (ops/cuda_fused.py);
+    # MINISEGNET_CUDA_KERNELS=0 (backend.CUDA_KERNELS) runs the generic array code. Ties, NaN and -inf included.
+    # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
+    fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
+    for k, s, p in GRID + [(5, 1, 2), (4, 3, 2)]:  # 25 taps; and windows reaching two cells into the padding
+        for shape in SHAPES:
+            a = with_ties(shape, seed=sum(shape) + 5).astype(dtype)
+            a[..., 0, :2] = -np.inf
+            a[0, 0, 1, 1:3] = np.nan
+            runs = []
+            for kernels in (True, False):
+                monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+                x = tensor(a, device)
+                y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
+                y.backward(to_device(pooled_upstream(y).astype(dtype), device))
+                runs.append([to_numpy(t) for t in (y.data, idx.data, x.grad)])
+                assert ran(fetched, *(["minisegnet_max_pool_forward", "minisegnet_max_pool_backward"] * kernels))
+            (y, idx, gx), (y_generic, idx_generic, gx_generic) = runs
+            np.testing.assert_array_equal(y, y_generic)  # a max is exact, and so must its tap be
+            np.testing.assert_array_equal(idx, idx_generic)
+            # A pixel that wins several windows sums their gy in another order: rounding may differ.
+            assert gx.dtype == dtype and rel_error(gx, gx_generic) <= (1e-12 if dtype == np.float64 else 1e-6)
 
 
 # ---- avg_pool2d ------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from ..backend import fast_paths, get_array_module
 from ..tensor import Function, Tensor
-from . import norm_fast
+from . import cuda_fused, norm_fast
 
 
 class BatchNorm(Function):
@@ -29,8 +29,11 @@ class BatchNorm(Function):
         self.running_mean, self.running_var = running_mean, running_var
 
     def forward(self, x, weight, bias):
+        fused = cuda_fused.batch_norm_forward(self, x, weight, bias)  # CuPy, training: one CUDA kernel, or None
+        self.fused, self.fast = fused is not None, fast_paths() and fused is None
+        if fused is not None:  # it saved xhat & co. as below: the generic backward can follow it
+            return fused
         xp = get_array_module(x, weight, bias, self.running_mean, self.running_var)
-        self.fast = fast_paths()
         if self.fast:  # the same formulas in fewer passes, on threads (norm_fast.py)
             return norm_fast.forward(self, x, weight, bias)
         C = x.shape[1]
@@ -59,6 +62,9 @@ class BatchNorm(Function):
     def backward(self, gy):
         if self.fast:
             return norm_fast.backward(self, gy)
+        fused = cuda_fused.batch_norm_backward(self, gy) if self.fused else None  # one CUDA kernel, or None
+        if fused is not None:
+            return fused
         # The two channel sums are gb and gW, and the training formula needs exactly their means.
         gb = gy.sum(axis=self.axes)
         gW = (gy * self.xhat).sum(axis=self.axes)

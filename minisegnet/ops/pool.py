@@ -11,6 +11,7 @@ import numpy as np
 
 from ..backend import fast_paths, get_array_module
 from ..tensor import Function, Tensor, as_tensor
+from . import cuda_fused
 from .sizes import conv_out_size, conv_transpose_out_size, pair, window
 from .workspace import over_batch
 
@@ -79,8 +80,8 @@ class MaxPool2d(Function):
     ``self.tap`` (N, C, OH, OW) remembers which tap won each window, i*KW + j, in the smallest unsigned
     dtype; ``indices()`` turns it into PyTorch's flat index h*W + w within each (n, c) input plane. The
     reference path (``_max_of_stack``) takes the max and argmax over the stack of all KH*KW taps; the fast
-    one (``_max_running``, the default) keeps a running max and argmax instead. Ties go to the first
-    maximum in row-major window order, as in PyTorch.
+    one (``_max_running``, the default) keeps a running max and argmax instead; on CuPy one CUDA kernel
+    (ops/cuda_fused.py) does either pass. Ties go to the first maximum in row-major window order, as in PyTorch.
     """
 
     def __init__(self, kernel_size, stride, padding):
@@ -95,8 +96,12 @@ class MaxPool2d(Function):
         # top[oh], left[ow]: the window's first row and column, negative where it starts in the padding.
         self.top, self.left, self.x_shape, self.KW = xp.arange(OH) * SH - PH, xp.arange(OW) * SW - PW, x.shape, KW
         self.taps = list(_taps(kernel, stride, padding, (H, W), (OH, OW)))
-        geometry = kernel, stride, padding, (OH, OW)
-        y, self.tap = _max_running(x, self, *geometry) if fast_paths() else _max_of_stack(x, *geometry)
+        geometry = self.geometry = kernel, stride, padding, (OH, OW)
+        fused = cuda_fused.max_pool_forward(x, *geometry)  # CuPy: y and tap in one CUDA kernel, or None
+        if fused is not None:
+            y, self.tap = fused
+        else:
+            y, self.tap = _max_running(x, self, *geometry) if fast_paths() else _max_of_stack(x, *geometry)
         return y
 
     def indices(self):
@@ -108,6 +113,9 @@ class MaxPool2d(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
+        fused = cuda_fused.max_pool_backward(gy, self.tap, self.x_shape, *self.geometry)  # CuPy: one gather kernel
+        if fused is not None:
+            return fused
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
 
         def part(n0, n1):  # images n0..n1-1
