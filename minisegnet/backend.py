@@ -346,10 +346,10 @@ _blas_limits = None  # threadpoolctl's record of BLAS's own thread count while m
 
 
 def set_num_threads(n):
-    """CPU threads for minisegnet's convolutions, like ``torch.set_num_threads``.
+    """CPU threads for minisegnet's convolutions, batch norm, ReLU and max pooling, like ``torch.set_num_threads``.
 
     ``n`` >= 1: each batch is cut into chunks that n threads (the calling one and n - 1 of
-    minisegnet's) work through at once, and BLAS is held to one thread, everywhere in the
+    minisegnet's) work through at once (ops/workspace.py), and BLAS is held to one thread, everywhere in the
     process, until ``set_num_threads(0)``. 0 (the default): the calling thread alone, with
     BLAS's own threads (all cores unless ``OPENBLAS_NUM_THREADS`` or threadpoolctl says otherwise).
     """
