@@ -201,12 +201,17 @@ def test_memory_while_reading_from_disk_does_not_grow_with_the_number_of_images(
     for n in (8, 32):
         write_tree(tmp_path / str(n), "pet", n=n, H=64, W=64)
         train, _ = load_layout(tmp_path / str(n), 32, multiple=8)
-        tracemalloc.start()
-        for _ in DataLoader(train, batch_size=4, shuffle=True):
+        for _ in DataLoader(train, batch_size=4):  # a warm-up pass: one-time imports and caches are not counted
             pass
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-    assert peaks[1] < 1.3 * peaks[0]  # measured 326 -> 333 KB; the same pairs held in a list: 338 -> 840 KB
+        passes = []
+        for _ in range(2):  # the lower of two peaks: tracemalloc also sees any other thread's allocations
+            tracemalloc.start()
+            for _ in DataLoader(train, batch_size=4, shuffle=True):
+                pass
+            passes.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+        peaks.append(min(passes))
+    assert peaks[1] < 1.3 * peaks[0], peaks  # measured 320 -> 328 KB; the same pairs held in a list: 338 -> 840 KB
 
 
 @pytest.mark.slow

@@ -27,8 +27,13 @@ class ReLU(Function):
     def backward(self, gy):
         if not self.fast:
             return gy * self.mask
-        gx = get_array_module(gy).empty_like(gy)
-        over_batch(lambda n0, n1: get_array_module(gy).multiply(gy[n0:n1], self.mask[n0:n1], out=gx[n0:n1]), gy)
+        xp = get_array_module(gy)
+        gx = xp.empty_like(gy)
+
+        def part(n0, n1):
+            xp.multiply(gy[n0:n1], self.mask[n0:n1], out=gx[n0:n1])
+
+        over_batch(part, gy)
         return gx
 
 

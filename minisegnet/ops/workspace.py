@@ -12,6 +12,9 @@ run in parallel, and unlike BLAS's own threads they share the copies as well as 
 Measured on 2 cores (benchmarks/results/conv_cpu.md): about even with BLAS's two threads over the
 benchmark's shapes, 17% faster on the largest, up to 27% slower on small ones, where waking a
 thread (~0.1 ms) is a real part of the work.
+
+``over_batch`` hands the same slices to elementwise work (batch norm, ReLU, max pooling): one core does not use
+the memory bandwidth of two, and NumPy releases the GIL in these loops too.
 """
 
 import os
