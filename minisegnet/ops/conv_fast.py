@@ -27,7 +27,7 @@ keeping them would hold KH*KW copies of every layer's input until the backward p
 from ..backend import get_array_module
 from .im2col_fast import col2im, cuda_columns, im2col, shifted_col2im, shifted_im2col
 from .sizes import conv_out_size
-from .workspace import batch_chunks, run_chunks, scratch
+from .workspace import batch_chunks, run_chunks, scratch, total
 
 
 def conv_forward(x, W, b, args, windows=None):
@@ -74,10 +74,7 @@ def _products(x, W_shape, args, windows, W=None, b=None, g=None):
     parts = run_chunks(chunk, batch_chunks(N, K * OH * pitch * x.dtype.itemsize, xp))
     if g is None:
         return y, None
-    gW = parts[0]
-    for part in parts[1:]:  # in chunk order, whichever thread finished first
-        gW += part
-    return y, gW.reshape(W_shape)
+    return y, total(parts).reshape(W_shape)
 
 
 def conv_input_grad(gy, W, x_shape, args):
@@ -167,10 +164,7 @@ def _tiled_transpose_grads(gy, x, W, want_gx, want_gW):
     parts = run_chunks(chunk, batch_chunks(N, W2.shape[1] * H * Wd * gy.dtype.itemsize, xp))
     if not want_gW:
         return gx, None
-    gW = parts[0]
-    for part in parts[1:]:  # in chunk order, whichever thread finished first
-        gW += part
-    return gx, gW.reshape(W.shape)
+    return gx, total(parts).reshape(W.shape)
 
 
 def _row_pitch(xp, width, W_shape, stride, padding, OW):

@@ -20,7 +20,7 @@ one channel (N*H*W of them), what differs:
 """
 
 from ..backend import get_array_module
-from .workspace import over_batch, scratch
+from .workspace import over_batch, scratch, total
 
 
 def forward(f, x, weight, bias):
@@ -30,22 +30,21 @@ def forward(f, x, weight, bias):
     shape, M = (1, C) + (1,) * (x.ndim - 2), x.size // C
     y = xp.empty_like(x)
     if f.training:
-        mean = _total(over_batch(lambda n0, n1: _plane_sums(x[n0:n1]), x)) / M
+        mean = total(over_batch(lambda n0, n1: _plane_sums(x[n0:n1]), x)) / M
 
         def centre(n0, n1):  # d = x - mean, written where y goes; returns this slice's sum of d^2
             d = xp.subtract(x[n0:n1], mean.reshape(shape), out=y[n0:n1])
             return _plane_dots(d, d)
 
-        var = _total(over_batch(centre, x)) / M
+        var = total(over_batch(centre, x)) / M
         _update_running(f, mean, var, M)
-        shift = None
     else:
         mean, var = f.running_mean.astype(x.dtype), f.running_var.astype(x.dtype)
     inv_std = (1.0 / xp.sqrt(var + f.eps)).astype(x.dtype, copy=False)
     scale = inv_std if weight is None else inv_std * weight
-    if f.training:
-        shift = bias  # y = d * scale + bias, with d already in y
-    else:
+    if f.training:  # y = d * scale + bias, with d already in y
+        shift = bias
+    else:  # y = x * scale + (bias - mean * scale)
         shift = -mean * scale if bias is None else bias - mean * scale
 
     def affine(n0, n1):
@@ -75,7 +74,7 @@ def backward(f, gy):
     def sums(n0, n1):  # this slice's (gb, S) as one (2, C) array
         return xp.stack([_plane_sums(gy[n0:n1]), _plane_dots(gy[n0:n1], centred(n0, n1))])
 
-    gb, S = _total(over_batch(sums, gy))
+    gb, S = total(over_batch(sums, gy))
     gW = s * S
     scale = s if f.weight is None else s * f.weight
     gx = xp.empty_like(gy)
@@ -101,14 +100,6 @@ def _update_running(f, mean, var, M):
         m = f.momentum
         f.running_mean[...] = (1 - m) * f.running_mean + m * mean
         f.running_var[...] = (1 - m) * f.running_var + m * var * (M / (M - 1))
-
-
-def _total(parts):
-    # The sum of the slices' partial results, in slice order (reproducible whichever thread finished first).
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
 
 
 def _plane_sums(a):

@@ -124,8 +124,10 @@ class MaxPool2d(Function):
             for i, j, out, inp in self.taps:
                 into[inp] += g[out] * (won[out] == i * self.KW + j)
 
-        # The fast path runs the same loop on slices of the batch, on set_num_threads(n) threads.
-        over_batch(part, gy) if fast_paths() else part(0, len(gy))
+        if fast_paths():  # the same loop on slices of the batch, on set_num_threads(n) threads
+            over_batch(part, gy)
+        else:
+            part(0, len(gy))
         return gx
 
 

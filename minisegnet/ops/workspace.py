@@ -108,6 +108,17 @@ def over_batch(fn, x):
     return run_chunks(fn, batch_chunks(x.shape[0], x[:1].nbytes, get_array_module(x)))
 
 
+def total(parts):
+    """The sum of ``run_chunks``' results in chunk order, whichever thread finished first: reproducible.
+
+    Adds into the first part, which must be an array of the caller's own (a fresh product, not a view of an input).
+    """
+    result = parts[0]
+    for part in parts[1:]:
+        result += part
+    return result
+
+
 def _run(fn, chunks):
     return [fn(n0, n1) for n0, n1 in chunks]
 
