@@ -41,6 +41,8 @@ from minisegnet import Tensor  # noqa: E402
 from minisegnet.backend import set_num_threads  # noqa: E402
 from minisegnet.ops.workspace import free_scratch  # noqa: E402
 
+from timing import blas_pools  # noqa: E402
+
 # (op, N, C, OC, H): 3x3 stride-1 padding-1 convolutions, then 2x2 stride-2 transposed convolutions.
 SHAPES = [
     ("conv3x3", 8, 3, 16, 64),
@@ -106,14 +108,15 @@ def products_only(N, C, OC, H, K, transposed, rng):
     """The three matrix products of one forward + backward alone, on operands drawn beforehand.
 
     With A the weight matrix (M, Kc), B the columns (Kc, L) and G the output gradient (M, L): the output
-    is A @ B, the weight gradient G @ B.T, the input's column gradient A.T @ G. A 3x3 convolution has
-    M = OC, Kc = 9 C, L = N H W; a 2x2 stride-2 transposed one M = 4 OC, Kc = C, L = N H W. No columns
-    are built and nothing is copied: this is the floor of any im2col convolution on this BLAS.
+    is A @ B, the weight gradient's transpose B @ G.T (the order conv_fast.py multiplies in), the input's
+    column gradient A.T @ G. A 3x3 convolution has M = OC, Kc = 9 C, L = N H W; a 2x2 stride-2 transposed
+    one M = 4 OC, Kc = C, L = N H W. No columns are built and nothing is copied: this is the floor of any
+    im2col convolution on this BLAS.
     """
     M, Kc = (K * K * OC, C) if transposed else (OC, K * K * C)
     L = N * H * H
     A, B, G = (rng.standard_normal(shape, dtype=np.float32) for shape in ((M, Kc), (Kc, L), (M, L)))
-    return lambda: (A @ B, G @ B.T, A.T @ G)
+    return lambda: (A @ B, B @ G.T, A.T @ G)
 
 
 # ---- one case: inputs and a forward + backward closure per implementation ------------------------
@@ -269,20 +272,17 @@ def run(quick=False, repeats=None, memory=None, threads=2):
 
 
 def versions():
-    import threadpoolctl
-
     model = "unknown CPU"
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         pass
-    blas = [f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpoolctl.threadpool_info()]
     info = {
         "cpu": f"{model}, {os.cpu_count()} cores",
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "blas": "; ".join(blas),
+        "blas": blas_pools(),
         "date": datetime.date.today().isoformat(),
         "load average (1, 5, 15 min) at the end": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
     }

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import minisegnet  # noqa: E402
 from minisegnet import backend  # noqa: E402
 
-from timing import import_torch, resolve_devices, set_threads, settings  # noqa: E402
+from timing import blas_pools, import_torch, resolve_devices, set_threads, settings  # noqa: E402
 
 BENCHES = {
     "kernels": ("bench_kernels", "Kernels: forward, and forward + backward"),
@@ -94,7 +94,7 @@ def machine_info(torch=None, threads=None):
         "minisegnet": f"{minisegnet.__version__} (commit {code_version()})",
         "torch": getattr(torch, "__version__", "not installed"),
         "cupy": getattr(backend.cp, "__version__", "not installed"),
-        "blas": "unknown (threadpoolctl not installed)",
+        "blas": blas_pools(),
         LOAD: load_average(),
     }
     if backend.cupy_available():
@@ -104,13 +104,6 @@ def machine_info(torch=None, threads=None):
         info["gpu"] = f"{name}, {props['totalGlobalMem'] / 2**30:.0f} GiB, CUDA runtime {cuda}"
     elif torch is not None and torch.cuda.is_available():
         info["gpu"] = f"{torch.cuda.get_device_name(0)} (seen by torch only: CuPy unavailable)"
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [f"{p['internal_api']} {p.get('version')} ({p['num_threads']} threads)" for p in threadpool_info()]
-        info["blas"] = "; ".join(pools) or "none found"
-    except ImportError:
-        pass
     return info
 
 
