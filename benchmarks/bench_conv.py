@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py, when imported from elsewhere (the tests)
 
 import minisegnet.ops as F  # noqa: E402
 from minisegnet import Tensor  # noqa: E402

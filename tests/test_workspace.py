@@ -11,7 +11,7 @@ import minisegnet.ops as F
 import minisegnet.ops.workspace as workspace
 from minisegnet.backend import get_array_module, get_num_threads, set_num_threads, to_numpy
 from minisegnet.ops.im2col_fast import cuda_columns
-from minisegnet.ops.workspace import CHUNK_BYTES, PARALLEL_BYTES, batch_chunks, run_chunks
+from minisegnet.ops.workspace import CHUNK_BYTES, PARALLEL_BYTES, batch_chunks, row_bands, run_chunks
 
 from utils import rand, rel_error
 
@@ -119,6 +119,32 @@ def test_batch_chunks_cover_the_batch_evenly_and_keep_one_chunk_on_a_gpu(threads
     assert batch_chunks(10, CHUNK_BYTES // 3) == [(0, 2), (2, 5), (5, 7), (7, 10)]  # already a multiple of 2
     assert batch_chunks(9, CHUNK_BYTES // 4) == [(0, 2), (2, 4), (4, 6), (6, 9)]  # 3 chunks -> 4
     assert batch_chunks(1, 1) == [(0, 1)]
+
+
+def test_row_bands_split_only_an_image_larger_than_a_chunk_into_near_equal_bands():
+    assert row_bands(128, CHUNK_BYTES // 128) == [(0, 128)]  # the image's columns fit in one chunk
+    assert row_bands(128, CHUNK_BYTES // 40) == [(0, 32), (32, 64), (64, 96), (96, 128)]  # 3.2 chunks -> 4 bands
+    assert row_bands(5, CHUNK_BYTES) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]  # a row per band at the least
+    assert row_bands(7, 10 * CHUNK_BYTES) == [(r, r + 1) for r in range(7)]
+    assert row_bands(128, CHUNK_BYTES, xp=object()) == [(0, 128)]  # on a GPU: one band
+
+
+def test_a_large_image_in_row_bands_gives_the_same_convolution(monkeypatch):
+    # (2, 3, 20x20) at a CHUNK_BYTES of 1/3 of one image's whole-row columns: 3 bands per image, against one.
+    x, W, b = rand(2, 3, 20, 20), rand(4, 3, 3, 3, seed=1), rand(4, seed=2)
+    gy = rand(2, 4, 20, 20, seed=3, requires_grad=False).data
+    results = []
+    for chunk in (None, 27 * 20 * 22 * 8 // 3):
+        if chunk:
+            monkeypatch.setattr(workspace, "CHUNK_BYTES", chunk)
+            assert len(row_bands(20, 27 * 22 * 8)) == 3
+        for t in (x, W, b):
+            t.grad = None
+        y = F.conv2d(x, W, b, 1, 1)
+        y.backward(gy)
+        results.append([to_numpy(a) for a in (y.data, x.grad, W.grad, b.grad)])
+    for a, r in zip(*results):
+        assert rel_error(a, r) <= 1e-14
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "2", True])

@@ -27,9 +27,9 @@ keeping them would hold KH*KW copies of every layer's input until the backward p
 """
 
 from ..backend import get_array_module
-from .im2col_fast import col2im, cuda_columns, im2col, shifted_col2im, shifted_im2col
+from .im2col_fast import col2im, cuda_columns, im2col, shifted_col2im, shifted_im2col, shifted_runs
 from .sizes import conv_out_size
-from .workspace import batch_chunks, run_chunks, scratch, total
+from .workspace import batch_chunks, row_bands, run_chunks, scratch, total
 
 
 def conv_forward(x, W, b, args, windows=None):
@@ -55,24 +55,32 @@ def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
 
 def _products(x, W_shape, args, windows, W=None, b=None, g=None):
     # (y, gW) from the columns of x, built once per chunk: y = W2 @ col + b when W is given, else None;
-    # gW = g @ col.T for an output gradient g (N, OC, OH, OW) when g is given, else None.
+    # gW = (col @ g.T).T for an output gradient g (N, OC, OH, OW) when g is given, else None.
     xp = get_array_module(x)
     stride, padding, dilation = args
     N, OC, (OH, OW) = x.shape[0], W_shape[0], windows
+    K = W_shape[1] * W_shape[2] * W_shape[3]
     pitch = _row_pitch(xp, x.shape[3], W_shape, stride, padding, OW)
+    # An image whose whole-row columns are larger than CHUNK_BYTES goes through in bands of output rows.
+    bands = row_bands(OH, K * pitch * x.dtype.itemsize, xp) if pitch != OW else [(0, OH)]
     y = None if W is None else xp.empty((N, OC, OH, OW), dtype=x.dtype)
 
     def chunk(n0, n1):
-        col = _columns(x[n0:n1], W_shape, args, windows, pitch)
-        if W is not None:
-            yc = xp.matmul(W.reshape(OC, -1), col, out=scratch(x, "prod", (OC, col.shape[1])))
-            if b is not None:
-                yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
-            y[n0:n1] = yc.reshape(OC, n1 - n0, OH, pitch)[..., :OW].transpose(1, 0, 2, 3)  # (OC, n, ..) -> (n, OC, ..)
-        if g is not None:
-            return col @ _channels_first(g[n0:n1], pitch).T  # (K, n*L) @ (n*L, OC): this chunk's part of gW.T
+        n, gWT = n1 - n0, None
+        runs = shifted_runs(x[n0:n1], W_shape[2:], padding, dilation, windows) if len(bands) > 1 else None
+        for r0, r1 in bands:
+            col = _columns(x[n0:n1], W_shape, args, windows, pitch) if runs is None else _band(runs, r0, r1, pitch)
+            if W is not None:
+                yc = xp.matmul(W.reshape(OC, -1), col, out=scratch(x, "prod", (OC, col.shape[1])))
+                if b is not None:
+                    yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
+                yc = yc.reshape(OC, n, r1 - r0, pitch)[..., :OW]
+                y[n0:n1, :, r0:r1] = yc.transpose(1, 0, 2, 3)  # (OC, n, ..) -> (n, OC, ..)
+            if g is not None:  # (K, n*L) @ (n*L, OC): this chunk's (and band's) part of gW.T
+                part = col @ _channels_first(g[n0:n1, :, r0:r1], pitch).T
+                gWT = part if gWT is None else xp.add(gWT, part, out=gWT)
+        return gWT
 
-    K = W_shape[1] * W_shape[2] * W_shape[3]
     parts = run_chunks(chunk, batch_chunks(N, K * OH * pitch * x.dtype.itemsize, xp))
     if g is None:
         return y, None
@@ -193,6 +201,15 @@ def _columns(x, W_shape, args, windows, pitch):
     if pitch == windows[1]:
         return im2col(x, W_shape[2:], stride, padding, dilation, windows, batch_first=False, out=buf)
     return shifted_im2col(x, W_shape[2:], padding, dilation, windows, out=buf)
+
+
+def _band(runs, r0, r1, pitch):
+    # The columns of output rows r0..r1-1 from shifted_runs' view (C, KH, KW, n, OH*pitch), in the "col" scratch buffer.
+    C, KH, KW, n, _ = runs.shape
+    L = (r1 - r0) * pitch
+    buf = scratch(runs, "col", (C * KH * KW, n * L))
+    buf.reshape(C, KH, KW, n, L)[...] = runs[..., r0 * pitch : r1 * pitch]
+    return buf
 
 
 def _channels_first(gy, pitch):

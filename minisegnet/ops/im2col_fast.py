@@ -154,21 +154,29 @@ def shifted_im2col(x, kernel_size, padding=0, dilation=1, windows=None, out=None
     them. ``windows`` = (OH, OW) as in ``im2col``. ``out`` is an optional array of col's shape.
     Same column rows (c, i, j) as ``im2col(batch_first=False)``; conv_fast.py uses this form for stride 1.
     """
+    runs = shifted_runs(x, kernel_size, padding, dilation, windows)
+    C, KH, KW, N, L = runs.shape
+    xp = get_array_module(x)
+    col = xp.empty((C * KH * KW, N * L), x.dtype) if out is None else out
+    col.reshape(C, KH, KW, N, L)[...] = runs  # one copy instead of KH*KW, which matters when threads share copies
+    return col
+
+
+def shifted_runs(x, kernel_size, padding=0, dilation=1, windows=None):
+    """The columns of ``shifted_im2col`` before they are copied: a strided view runs (C, KH, KW, N, OH*WP).
+
+    runs[c, i, j, n] is the run flat[c, n, i*DH*WP + j*DW :][:OH*WP] of a padded copy of x in a scratch
+    buffer (valid until the next call on this thread). A range of runs[..., r0*WP : r1*WP] is the
+    columns of output rows r0..r1-1 alone (conv_fast.py builds those of a large image band by band).
+    """
     (KH, KW), _, (PH, PW), (DH, DW) = conv_args(kernel_size, 1, padding, dilation)
     N, C, H, Wd = x.shape
     OH, OW = windows or conv_out_size((H, Wd), (KH, KW), 1, (PH, PW), (DH, DW))
     flat, xpad = _flat_padded(x, C, N, H, Wd, PH, PW, KW, DW)
     xpad[:, :, PH : PH + H, PW : PW + Wd] = x.transpose(1, 0, 2, 3)
     WP = Wd + 2 * PW
-    L = OH * WP
-    xp = get_array_module(x)
-    col = xp.empty((C * KH * KW, N * L), x.dtype) if out is None else out
-    # The KH*KW runs flat[:, :, i*DH*WP + j*DW :][:, :, :L] side by side, as one strided view of flat
-    # (axes c, i, j, n, q): one copy instead of KH*KW, which matters when threads share the copies.
     sc, sn, sq = flat.strides
-    runs = as_strided(flat, (C, KH, KW, N, L), (sc, DH * WP * sq, DW * sq, sn, sq))  # ends inside flat's slack
-    col.reshape(C, KH, KW, N, L)[...] = runs
-    return col
+    return as_strided(flat, (C, KH, KW, N, OH * WP), (sc, DH * WP * sq, DW * sq, sn, sq))  # ends inside the slack
 
 
 def shifted_col2im(col, x_shape, kernel_size, padding=0, dilation=1, windows=None, out=None):
