@@ -84,7 +84,7 @@ def _products(x, W_shape, args, windows, W=None, b=None, g=None):
     parts = run_chunks(chunk, batch_chunks(N, K * OH * pitch * x.dtype.itemsize, xp))
     if g is None:
         return y, None
-    return y, total(parts).T.reshape(W_shape)
+    return y, xp.ascontiguousarray(total(parts).T).reshape(W_shape)  # a fresh array: a leaf keeps it
 
 
 def conv_input_grad(gy, W, x_shape, args):
@@ -174,7 +174,7 @@ def _tiled_transpose_grads(gy, x, W, want_gx, want_gW):
     parts = run_chunks(chunk, batch_chunks(N, W2.shape[1] * H * Wd * gy.dtype.itemsize, xp))
     if not want_gW:
         return gx, None
-    return gx, total(parts).T.reshape(W.shape)
+    return gx, xp.ascontiguousarray(total(parts).T).reshape(W.shape)
 
 
 def _row_pitch(xp, width, W_shape, stride, padding, OW):
