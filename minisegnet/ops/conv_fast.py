@@ -7,14 +7,16 @@ float64). conv.py calls them unless ``reference_kernels()`` is on. What they do 
 - Every product reads its operands as they lie in memory (BLAS takes a transposed view such as
   ``col.T`` as it is; ``tensordot`` would copy it first). The weight gradient is taken transposed,
   ``col @ gy.T`` (K, OC), then viewed back: the same sums, and with OpenBLAS's AVX-512 (SkylakeX)
-  kernels 1.3-2x faster than ``gy @ col.T`` at every U-Net width (even with its Haswell ones).
+  kernels 1.3-2x faster than ``gy @ col.T`` at every U-Net width (with its Haswell ones, 0.75-1.16x).
 - The batch goes through in chunks of about ``CHUNK_BYTES`` of columns, built in scratch buffers
   reused from call to call rather than in one fresh array KH*KW times the input's size, and with
-  ``set_num_threads(n)`` n threads work through the chunks at once (ops/workspace.py).
+  ``set_num_threads(n)`` n threads work through the chunks at once (ops/workspace.py). An image
+  whose whole-row columns alone are larger than a chunk (16 channels at 128 x 128: 9.6 MB) goes
+  through in bands of output rows (``workspace.row_bands``), padded once: 0.44-0.83x the time.
 - For stride 1 (every 3x3 convolution of a U-Net) the columns are whole padded rows
   (``shifted_im2col``): each kernel offset is then one contiguous run per image instead of many
-  short rows, which made the copies 2-3x faster, for a product at most 12.5% wider (the
-  ``pitch - OW`` junk values per row, dropped afterwards).
+  short rows, which made the copies 2-3x faster, for a product wider by the ``pitch - OW`` junk
+  values per row, dropped afterwards (``_row_pitch`` says where that pays).
 - Where the windows tile the image (kernel = stride, no padding: the 2x2 stride-2 transposed
   convolution of a U-Net), the columns are a plain reordering: one product per image and one
   reordering copy, forward and backward (``_tiled``).
