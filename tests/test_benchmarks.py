@@ -128,3 +128,26 @@ def test_run_all_reports_a_missing_gpu_and_bad_names(capsys):
         assert "gpu" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_all.main(["--only", "kernels,nope"])
+
+
+def test_profile_step_times_the_ops_inside_a_step_and_gives_the_methods_back():
+    import profile_step
+
+    from minisegnet.ops.conv import Conv2d
+
+    forward = Conv2d.forward
+    whole, ops = profile_step.profile(quick=True, steps=2)
+    assert Conv2d.forward is forward  # the class has its own method back
+    assert ops["Conv2d.forward"][1] == ops["Conv2d.backward"][1] > 0  # calls per step, one backward per forward
+    assert 0 < sum(ms for ms, _ in ops.values()) <= whole
+    assert list(ops.values()) == sorted(ops.values(), key=lambda v: -v[0])
+    text = profile_step.table(whole, ops)
+    assert "| Conv2d.forward |" in text and "| whole step |" in text
+
+
+def test_profile_step_refuses_no_steps(capsys):
+    import profile_step
+
+    with pytest.raises(SystemExit):
+        profile_step.main(["--steps", "0"])
+    assert "--steps must be at least 1, got 0" in capsys.readouterr().err
