@@ -184,11 +184,11 @@ def _row_pitch(xp, width, W_shape, stride, padding, OW):
     # or taller than 1 (shifted_im2col: contiguous copies, WP - OW junk values per row), else OW.
     # The junk costs OC multiply-adds per junk column, the strided copies it saves cost about the
     # same per column whatever OC: so shifted where junk is at most 1/8 of the products, or where
-    # OC * junk / OW <= 32. Measured on 2 cores (fwd + bwd, shifted / strided), with OpenBLAS's
-    # SkylakeX kernels: at 8 x 8 pixels (10 padded, 25% junk) 0.90-0.99 with 32 channels, 0.93 with
-    # 128, 0.85-0.98 with 256; at 4 x 4 (50% junk) 0.80-0.82 with 64, 0.85-1.01 with 128. With the
-    # slower Haswell kernels the junk costs more: 0.78-0.84 with 32 at 8 x 8, 0.97-1.07 with 128,
-    # 1.11-1.17 with 256; 0.89-1.00 with 64 at 4 x 4, 1.19-1.24 with 256.
+    # OC * junk / OW <= 32. Measured on 2 cores (fwd + bwd, shifted / strided, BLAS's threads and
+    # ours, two runs), with OpenBLAS's SkylakeX kernels: at 8 x 8 pixels (10 padded, 25% junk)
+    # 0.91-0.99 with 128 channels, 0.85-1.18 with 256; at 4 x 4 (50% junk) 0.75-0.82 with 64,
+    # 0.85-1.01 with 128. With the slower Haswell kernels the junk costs more: 0.78-0.84 with 32 at
+    # 8 x 8, 0.97-1.07 with 128, 1.11-1.17 with 256; 0.89-1.00 with 64 at 4 x 4, 1.19-1.24 with 256.
     # Not on a GPU with the CUDA im2col kernel either: it builds any layout in one launch.
     WP = width + 2 * padding[1]
     junk = WP - OW
