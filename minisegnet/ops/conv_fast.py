@@ -29,7 +29,7 @@ keeping them would hold KH*KW copies of every layer's input until the backward p
 """
 
 from ..backend import get_array_module
-from .im2col_fast import col2im, cuda_columns, im2col, shifted_col2im, shifted_im2col, shifted_runs
+from .im2col_fast import col2im, cuda_columns, im2col, shifted_col2im, shifted_runs
 from .sizes import conv_out_size
 from .workspace import batch_chunks, row_bands, run_chunks, scratch, total
 
@@ -69,9 +69,10 @@ def _products(x, W_shape, args, windows, W=None, b=None, g=None):
 
     def chunk(n0, n1):
         n, gWT = n1 - n0, None
-        runs = shifted_runs(x[n0:n1], W_shape[2:], padding, dilation, windows) if len(bands) > 1 else None
+        # Whole-row columns: the chunk padded once, each band copied from its runs (one band for a small image).
+        runs = shifted_runs(x[n0:n1], W_shape[2:], padding, dilation, windows) if pitch != OW else None
         for r0, r1 in bands:
-            col = _columns(x[n0:n1], W_shape, args, windows, pitch) if runs is None else _band(runs, r0, r1, pitch)
+            col = _columns(x[n0:n1], W_shape, args, windows) if runs is None else _band(runs, r0, r1, pitch)
             if W is not None:
                 yc = xp.matmul(W.reshape(OC, -1), col, out=scratch(x, "prod", (OC, col.shape[1])))
                 if b is not None:
@@ -197,18 +198,17 @@ def _row_pitch(xp, width, W_shape, stride, padding, OW):
     return WP if shifted else OW
 
 
-def _columns(x, W_shape, args, windows, pitch):
-    # im2col of the chunk x (n, C, H, Wd) as (C*KH*KW, n*OH*pitch), in a reused scratch buffer.
+def _columns(x, W_shape, args, windows):
+    # im2col of the chunk x (n, C, H, Wd) as (C*KH*KW, n*OH*OW), in a reused scratch buffer.
     stride, padding, dilation = args
-    K, L = W_shape[1] * W_shape[2] * W_shape[3], windows[0] * pitch
+    K, L = W_shape[1] * W_shape[2] * W_shape[3], windows[0] * windows[1]
     buf = scratch(x, "col", (K, x.shape[0] * L))
-    if pitch == windows[1]:
-        return im2col(x, W_shape[2:], stride, padding, dilation, windows, batch_first=False, out=buf)
-    return shifted_im2col(x, W_shape[2:], padding, dilation, windows, out=buf)
+    return im2col(x, W_shape[2:], stride, padding, dilation, windows, batch_first=False, out=buf)
 
 
 def _band(runs, r0, r1, pitch):
-    # The columns of output rows r0..r1-1 from shifted_runs' view (C, KH, KW, n, OH*pitch), in the "col" scratch buffer.
+    # shifted_im2col's columns of output rows r0..r1-1, copied from shifted_runs' view (C, KH, KW, n, OH*pitch)
+    # into the "col" scratch buffer.
     C, KH, KW, n, _ = runs.shape
     L = (r1 - r0) * pitch
     buf = scratch(runs, "col", (C * KH * KW, n * L))
