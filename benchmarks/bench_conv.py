@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py, when impo
 
 import minisegnet.ops as F  # noqa: E402
 from minisegnet import Tensor  # noqa: E402
-from minisegnet.backend import set_num_threads  # noqa: E402
-from minisegnet.ops.workspace import free_scratch  # noqa: E402
+from minisegnet.ops.fast.workspace import free_scratch  # noqa: E402
+from minisegnet.threads import set_num_threads  # noqa: E402
 
 from timing import blas_pools  # noqa: E402
 
@@ -109,7 +109,7 @@ def products_only(N, C, OC, H, K, transposed, rng):
     """The three matrix products of one forward + backward alone, on operands drawn beforehand.
 
     With A the weight matrix (M, Kc), B the columns (Kc, L) and G the output gradient (M, L): the output
-    is A @ B, the weight gradient's transpose B @ G.T (the order conv_fast.py multiplies in), the input's
+    is A @ B, the weight gradient's transpose B @ G.T (the order fast/conv.py multiplies in), the input's
     column gradient A.T @ G. A 3x3 convolution has M = OC, Kc = 9 C, L = N H W; a 2x2 stride-2 transposed
     one M = 4 OC, Kc = C, L = N H W. No columns are built and nothing is copied: this is the floor of any
     im2col convolution on this BLAS.

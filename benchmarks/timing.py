@@ -315,7 +315,7 @@ def threads(n):
 
     minisegnet's own threads (``set_num_threads``) hold BLAS to one thread each inside them.
     """
-    from minisegnet.backend import get_num_threads, set_num_threads
+    from minisegnet.threads import get_num_threads, set_num_threads
 
     torch = import_torch()
     before = torch.get_num_threads() if torch is not None else None

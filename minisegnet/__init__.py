@@ -15,19 +15,13 @@ import importlib
 __version__ = "0.1.0"
 
 from . import models, nn, ops, optim
-from .backend import (
-    cupy_available,
-    get_array_module,
-    get_num_threads,
-    reference_kernels,
-    set_num_threads,
-    synchronize,
-    to_device,
-    to_numpy,
-)
+from .backend import cupy_available, get_array_module, synchronize, to_device, to_numpy
 from .gradcheck import gradcheck  # the function, as torch.autograd.gradcheck; the package is minisegnet.gradcheck
 from .io import load, save
+from .ops import fast  # noqa: F401  (the fast twins of some ops register themselves: ops/fast/__init__.py)
+from .registry import reference_kernels
 from .tensor import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor
+from .threads import get_num_threads, set_num_threads
 
 _LAZY = ("data", "metrics")
 

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from .backend import cuda_kernel, get_array_module, to_device, to_numpy
+from .backend import get_array_module, to_device, to_numpy
+from .cuda import cuda_kernel
 
 
 class Optimizer:
@@ -165,7 +166,7 @@ class Adam(Optimizer):
         p.data -= step_size * (m / (xp.sqrt(v) / root_bias2 + self.eps))
 
 
-_ADAM_CUDA = (  # Adam.update's generic lines as one kernel for CuPy arrays (backend.cuda_kernel)
+_ADAM_CUDA = (  # Adam.update's generic lines as one kernel for CuPy arrays (cuda.cuda_kernel)
     "T g, float64 b1, float64 b2, float64 step_size, float64 root_bias2, float64 eps",
     "T p, T m, T v",
     """

@@ -20,6 +20,7 @@ import weakref
 import numpy as np
 
 from .backend import check_device, default_device, device_of, get_array_module, is_gpu_array, to_device, to_numpy
+from .registry import chosen
 
 _grad_enabled = True
 
@@ -135,11 +136,8 @@ class Tensor:
             if tuple(grad.shape) != tuple(self.shape):
                 raise ValueError(f"grad has shape {tuple(grad.shape)} but the tensor has shape {self.shape}")
             get_array_module(self.data, grad)  # a NumPy grad for a CuPy tensor (or the reverse) is an error
-        # The memory no leaf may keep as its own .grad: the caller's, then what leaves hold.
-        caller = _owner(grad)
-        taken = {id(caller): caller}
         if self.creator is None:
-            _accumulate(self, grad, taken)
+            _accumulate(self, grad)
             return
         # Pending gradients keyed by id, each held with its tensor so the id stays unique.
         grads = {id(self): (self, grad)}
@@ -159,7 +157,7 @@ class Tensor:
                         f"{tuple(gx.shape)} for an input of shape {x.shape}"
                     )
                 if x.creator is None:
-                    _accumulate(x, gx, taken)
+                    _accumulate(x, gx)
                 else:
                     pending = grads.get(id(x))
                     grads[id(x)] = (x, gx if pending is None else pending[1] + gx)
@@ -237,46 +235,18 @@ class Tensor:
         return F.relu(self)
 
 
-def _accumulate(leaf, gx, taken):
-    """Add ``gx`` into ``leaf.grad``, as an array the leaf owns alone (PyTorch's contract).
+def _accumulate(leaf, gx):
+    """Add ``gx`` into ``leaf.grad``.
 
     A backward may hand on its upstream gradient itself (``add`` gives ``gy`` to both inputs), a
-    read-only broadcast view (``sum``) or a view of another array (``transpose``), and the
-    caller's ``grad=`` may arrive unchanged. Kept as they are, two leaves would share one array,
-    or ``p.grad *= 0.5`` would fail or write into a neighbour. So a leaf's first gradient is
-    copied unless ``_may_keep`` says it is the leaf's alone; most gradients of a training step
-    (a conv's gW, a norm's gb) are fresh arrays and are kept without a copy. ``taken`` is
-    {id: array} of the memory no leaf may keep: the caller's ``grad`` and what leaves hold.
+    read-only broadcast view (``sum``) or a view of another array (``transpose``). So a leaf's first
+    gradient is copied: every leaf owns its ``.grad``, writable and C-contiguous, as in PyTorch, and
+    ``p.grad *= 0.5`` changes nothing else.
     """
     if leaf.grad is None:
-        xp = get_array_module(gx)
-        keep = _may_keep(gx, leaf, taken)
-        leaf.grad = gx if keep else xp.array(gx, dtype=leaf.dtype, order="C", copy=True)
+        leaf.grad = get_array_module(gx).array(gx, dtype=leaf.dtype, order="C", copy=True)
     else:
         leaf.grad = (leaf.grad + gx).astype(leaf.dtype, copy=False)  # a sum is a fresh array
-    owner = _owner(leaf.grad)
-    taken[id(owner)] = owner
-
-
-def _owner(a):
-    """The array whose memory ``a`` uses: ``a`` itself, or the base of a view (NumPy and CuPy point
-    a view of a view at the first array), or a non-array (``np.frombuffer``'s bytes)."""
-    return a if a.base is None else a.base
-
-
-def _may_keep(gx, leaf, taken):
-    """True when ``gx`` may become ``leaf.grad`` as it is, without a copy.
-
-    It must be, or view whole (a reshape), memory that an array owns and nobody else holds (not in
-    ``taken``), and be writable, C-contiguous and of the leaf's dtype. A broadcast view fails (it is
-    read-only, and its elements need more bytes than the memory behind them), and so does a slice
-    of a larger array (``concat``'s backward splits ``gy``).
-    """
-    owner = _owner(gx)
-    if id(owner) in taken or getattr(owner, "base", True) is not None:
-        return False
-    whole = gx.nbytes == owner.nbytes and gx.flags.c_contiguous
-    return whole and getattr(gx.flags, "writeable", True) and gx.dtype == leaf.dtype
 
 
 def _topological_order(root):
@@ -312,10 +282,15 @@ class Function:
     saves on ``self`` what ``backward`` needs. ``backward`` gets one upstream gradient per
     output and returns one gradient per input (None for inputs with no gradient).
     ``self.needs_input_grad`` tells backward which input gradients are wanted.
-    ``backward`` never writes into a ``gy`` (it may be a leaf's ``.grad`` already) and never
-    returns an array it keeps (a saved array, a scratch buffer); returning ``gy`` itself or a
-    view is fine: a leaf copies what it may not own (see ``_accumulate``).
+    ``backward`` never writes into a ``gy`` and never returns an array it keeps (a saved array,
+    a scratch buffer); returning ``gy`` itself or a view is fine: a leaf copies its first gradient.
+
+    Some ops have a faster twin (a subclass in ops/fast/ registered in registry.py): creating the
+    taught class creates the twin, unless ``reference_kernels()`` is on.
     """
+
+    def __new__(cls, *args, **kwargs):
+        return super().__new__(chosen(cls))
 
     def __call__(self, *inputs):
         xs = [x if x is None or isinstance(x, Tensor) else Tensor(x) for x in inputs]

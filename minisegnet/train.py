@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from . import io, metrics, models, recipe, runs
-from .backend import CheckFailed, check_device, deferred_checks, get_array_module, to_device, to_numpy
+from .backend import check_device, get_array_module, to_device, to_numpy
+from .checks import CheckFailed, deferred_checks
 from .data.augment import Compose, flip, rot90
 from .data.loader import DataLoader
 from .recipe import TrainConfig, build_model  # lessons 08 and 09 still import these two from here

@@ -4,7 +4,7 @@
 #   bash scripts/gpu_check.sh [tests] [bench] [train] [lesson9] [profile]   (default: tests bench, < 10 minutes)
 #
 # tests    the CuPy half of the test suite (pytest -m gpu; pytest-xdist is used when installed): among them the
-#          fused CUDA kernels of ops/cuda_fused.py against the generic code (test_pool, test_loss, test_norm),
+#          fused CUDA kernels of ops/fast/cuda_fused.py against the generic code (test_pool, test_loss, test_norm),
 #          which had never run on a GPU when this script was last changed; then the files with CUDA kernels
 #          again with the kernels off (MINISEGNET_CUDA_KERNELS=0), the generic code on CuPy
 # bench    minisegnet bench --device both --compare-torch --only kernels,train (BENCH=... picks others)

@@ -5,8 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from minisegnet.backend import cupy_available, get_num_threads, reference_kernels, set_num_threads
-from minisegnet.ops import workspace
+from minisegnet.backend import cupy_available
+from minisegnet.ops.fast import workspace
+from minisegnet.registry import reference_kernels
+from minisegnet.threads import get_num_threads, set_num_threads
 
 os.environ.setdefault("MINISEGNET_QUICK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")

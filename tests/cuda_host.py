@@ -1,6 +1,6 @@
-"""The fused CUDA kernels of ops/cuda_fused.py run on the host, for machines without a GPU (a test helper).
+"""The fused CUDA kernels of ops/fast/cuda_fused.py run on the host, for machines without a GPU (a test helper).
 
-``use_host_kernels(monkeypatch)`` makes ``backend.raw_kernel`` (as cuda_fused.py sees it) return a ``HostKernel``
+``use_host_kernels(monkeypatch)`` makes ``cuda.raw_kernel`` (as fast/cuda_fused.py sees it) return a ``HostKernel``
 for NumPy arrays: the kernel's CUDA C source compiled as C++ by g++, each block's threads run as real threads
 (``std::thread``) that meet at ``__syncthreads()`` (a ``std::barrier``) and share the ``__shared__`` arrays, the
 blocks one after another. The launch checks every argument against the kernel's signature (an array's dtype
@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minisegnet import backend
-from minisegnet.ops import cuda_fused
+from minisegnet import cuda
+from minisegnet.ops.fast import cuda_fused
+from minisegnet.registry import fast_paths
 
 GXX = shutil.which("g++")
 C_TYPES = {
@@ -128,12 +129,16 @@ def use_host_kernels(monkeypatch):
     fetched = []
 
     def host_raw_kernel(xp, source, name):
-        if not backend.CUDA_KERNELS or backend.REFERENCE:
+        if not host_runs_on(xp):
             return None
         fetched.append(name)
         return HostKernel(source, name)
 
+    def host_runs_on(xp):
+        return cuda.CUDA_KERNELS and fast_paths()
+
     monkeypatch.setattr(cuda_fused, "raw_kernel", host_raw_kernel)
+    monkeypatch.setattr(cuda_fused, "runs_on", host_runs_on)
     return fetched
 
 

@@ -15,16 +15,29 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import Tensor, backend
-from minisegnet.backend import get_array_module, reference_kernels, to_device, to_numpy
+from minisegnet import Tensor, cuda
+from minisegnet import threads as threads_module
+from minisegnet.backend import get_array_module, to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
-from minisegnet.ops import conv_fast, workspace
+from minisegnet.ops import im2col as taught_im2col
+from minisegnet.ops.fast import conv as conv_fast
+from minisegnet.ops.fast import im2col as fast_im2col
+from minisegnet.ops.fast import workspace
+from minisegnet.ops.fast.im2col import cuda_columns, shifted_col2im, shifted_im2col
 from minisegnet.ops.im2col import col2im, conv_out_size, conv_transpose_out_size, im2col
-from minisegnet.ops.im2col_fast import cuda_columns, shifted_col2im, shifted_im2col
+from minisegnet.registry import reference_kernels
 
 import naive
 from utils import rand, rel_error
 from utils import torch as import_torch
+
+
+@pytest.fixture(params=["fast", "reference"])
+def cols(request):
+    """(im2col, col2im): the fast pair of ops/fast/im2col.py, then the taught pair of ops/im2col.py."""
+    module = fast_im2col if request.param == "fast" else taught_im2col
+    return module.im2col, module.col2im
+
 
 KERNELS = {"k1": 1, "k2": 2, "k3": 3, "k5": 5, "k1x3": (1, 3), "k3x2": (3, 2)}
 STRIDES, PADDINGS, DILATIONS = [1, 2, 3], [0, 1, 2], [1, 2]
@@ -233,45 +246,50 @@ def test_output_sizes():
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_col2im_is_the_adjoint_of_im2col(path, device, batch_first):
+def test_col2im_is_the_adjoint_of_im2col(cols, device, batch_first):
     for K, S, P, D in [(3, 1, 1, 1), ((3, 2), (2, 3), (2, 1), (1, 2)), (2, 2, 0, 1), (1, 1, 0, 1)]:
         x = rand(2, 3, 7, 8, device=device, requires_grad=False).data
-        col = im2col(x, K, S, P, D, batch_first=batch_first)
+        col = cols[0](x, K, S, P, D, batch_first=batch_first)
         c = rand(*col.shape, device=device, seed=1, requires_grad=False).data
         lhs = float((col * c).sum())
-        rhs = float((x * col2im(c, x.shape, K, S, P, D, batch_first=batch_first)).sum())
+        rhs = float((x * cols[1](c, x.shape, K, S, P, D, batch_first=batch_first)).sum())
         assert abs(lhs - rhs) <= 1e-12 * abs(lhs), (K, S, P, D)
 
 
-def test_im2col_layouts_and_shortcuts(device, fast):
+def test_fast_im2col_layouts_and_shortcuts(device):
     x = rand(2, 3, 6, 8, device=device, requires_grad=False).data
     xpad = np.pad(to_numpy(x), ((0, 0), (0, 0), (1, 1), (1, 1)))
-    col = to_numpy(im2col(x, (3, 2), (1, 2), 1))
+    col = to_numpy(fast_im2col.im2col(x, (3, 2), (1, 2), 1))
     assert col.shape == (2, 3 * 3 * 2, 6 * 5)  # PyTorch's unfold layout
     # Image n = 1, row (c, i, j) = (2, 1, 0), column (oh, ow) = (3, 2) holds xpad[n, c, oh*SH + i, ow*SW + j].
     assert col[1, (2 * 3 + 1) * 2 + 0, 3 * 5 + 2] == xpad[1, 2, 3 + 1, 2 * 2 + 0]
     # batch_first=False: the same columns side by side, (C*KH*KW, N*OH*OW)
-    wide = to_numpy(im2col(x, (3, 2), (1, 2), 1, batch_first=False))
+    wide = to_numpy(fast_im2col.im2col(x, (3, 2), (1, 2), 1, batch_first=False))
     np.testing.assert_array_equal(wide, col.transpose(1, 0, 2).reshape(18, 60))
     # 1x1, stride 1, no padding: the input itself, no copy
-    assert im2col(x, 1).shape == (2, 3, 48) and im2col(x[:1], 1, batch_first=False).shape == (3, 48)
+    assert fast_im2col.im2col(x, 1).shape == (2, 3, 48) and fast_im2col.im2col(x[:1], 1, batch_first=False).shape == (
+        3,
+        48,
+    )
     if device == "cpu":
-        assert np.shares_memory(im2col(x, 1), x) and np.shares_memory(im2col(x[:1], 1, batch_first=False), x)
+        assert np.shares_memory(fast_im2col.im2col(x, 1), x) and np.shares_memory(
+            fast_im2col.im2col(x[:1], 1, batch_first=False), x
+        )
     # A 2x2 stride-2 kernel tiles a 6x8 image: col2im's reordering shortcut equals the generic sum,
     # which runs for a 7x8 image (one row that no window reaches).
     for batch_first, shape in [(True, (2, 12, 12)), (False, (12, 24))]:
         c = rand(*shape, device=device, seed=2, requires_grad=False).data
-        generic = to_numpy(col2im(c, (2, 3, 7, 8), 2, 2, batch_first=batch_first))
-        tiled = to_numpy(col2im(c, (2, 3, 6, 8), 2, 2, batch_first=batch_first))
+        generic = to_numpy(fast_im2col.col2im(c, (2, 3, 7, 8), 2, 2, batch_first=batch_first))
+        tiled = to_numpy(fast_im2col.col2im(c, (2, 3, 6, 8), 2, 2, batch_first=batch_first))
         assert np.array_equal(tiled, generic[:, :, :6]) and not generic[:, :, 6].any()
 
 
-def test_col2im_results_are_not_overwritten_by_later_calls(path, device):
+def test_col2im_results_are_not_overwritten_by_later_calls(cols, device):
     # col2im sums into a scratch buffer reused from call to call: what it returns must be a copy.
     c = rand(2, 12, 12, device=device, requires_grad=False).data  # 2x2 kernel, stride 2, 7x8 image: 3x4 windows
-    first = col2im(c, (2, 3, 7, 8), 2, 2)
+    first = cols[1](c, (2, 3, 7, 8), 2, 2)
     kept = to_numpy(first).copy()
-    col2im(2 * c, (2, 3, 7, 8), 2, 2)
+    cols[1](2 * c, (2, 3, 7, 8), 2, 2)
     shifted = shifted_col2im(rand(2, 2 * 56, device=device, requires_grad=False).data, (2, 2, 7, 8), (1, 1))
     kept_shifted = to_numpy(shifted).copy()
     shifted_col2im(rand(2, 2 * 56, device=device, seed=5, requires_grad=False).data, (2, 2, 7, 8), (1, 1))
@@ -302,11 +320,11 @@ def test_shifted_im2col_is_im2col_in_whole_padded_rows(path, device):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cuda_kernels_equal_the_generic_loops_and_the_reference_path(device, dtype, monkeypatch):
-    # On CuPy, im2col and col2im run one CUDA kernel each (backend.cuda_kernel); NumPy has none.
-    # MINISEGNET_CUDA_KERNELS=0 (backend.CUDA_KERNELS) runs the fast path's loops on CuPy, and
+    # On CuPy, the fast im2col and col2im run one CUDA kernel each (cuda.cuda_kernel); NumPy has none.
+    # MINISEGNET_CUDA_KERNELS=0 (cuda.CUDA_KERNELS) runs the fast path's loops on CuPy, and
     # reference_kernels() the reference path, kernels off too: all three must agree.
     if device == "cpu":
-        assert backend.cuda_kernel(np, "T x", "T y", "y = x", "copy") is None and not cuda_columns(np)
+        assert cuda.cuda_kernel(np, "T x", "T y", "y = x", "copy") is None and not cuda_columns(np)
         pytest.skip("the CUDA kernels run on CuPy only")
     cases = [(3, 1, 1, 1, None), ((3, 2), (2, 3), (2, 1), (1, 2), None), (2, 2, 0, 1, None), (5, 1, 2, 2, None)]
     cases += [(1, 1, 0, 1, None), (3, 2, 1, 1, (3, 2)), ((1, 3), (3, 1), (0, 2), 1, None)]
@@ -314,15 +332,16 @@ def test_cuda_kernels_equal_the_generic_loops_and_the_reference_path(device, dty
     w = rand(4, 3, 3, 3, device=device, dtype=dtype, seed=3)
     results = {}
     for kernels, reference in [(True, False), (False, False), (True, True)]:
-        monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+        monkeypatch.setattr(cuda, "CUDA_KERNELS", kernels)
+        columns = (im2col, col2im) if reference else (fast_im2col.im2col, fast_im2col.col2im)
         with reference_kernels(reference):
             assert cuda_columns(get_array_module(x)) == (kernels and not reference)
             out = results[kernels, reference] = []
             for K, S, P, D, windows in cases:
                 for batch_first in (True, False):
-                    col = im2col(x, K, S, P, D, windows, batch_first=batch_first)
+                    col = columns[0](x, K, S, P, D, windows, batch_first=batch_first)
                     c = rand(*col.shape, device=device, dtype=dtype, seed=1, requires_grad=False).data
-                    out += [col, col2im(c, x.shape, K, S, P, D, windows, batch_first=batch_first)]
+                    out += [col, columns[1](c, x.shape, K, S, P, D, windows, batch_first=batch_first)]
             xt = Tensor(x, requires_grad=True)
             y = F.conv2d(xt, w, padding=1)
             y.backward(to_device(np.ones(y.shape, dtype), device))
@@ -339,7 +358,7 @@ def test_cuda_kernels_equal_the_generic_loops_and_the_reference_path(device, dty
 
 @pytest.mark.parametrize("grid", GRID_NAMES)
 def test_fast_and_reference_paths_agree(device, grid):
-    # conv_fast.py (chunks, whole-row columns, the flipped-kernel input gradient) against conv.py's
+    # fast/conv.py (chunks, whole-row columns, the flipped-kernel input gradient) against conv.py's
     # three lines, with the bench's threads too: every output and gradient to 1e-10 in float64.
     for i, case in enumerate(conv_grid(grid) + convt_grid(grid)):
         xs, OC, K, S, P = case[:5]
@@ -356,13 +375,13 @@ def test_fast_and_reference_paths_agree(device, grid):
 
 @pytest.mark.parametrize("threads", [0, 2])
 def test_tiled_transposed_conv_path_agrees_with_the_reference(device, threads, monkeypatch):
-    # 2x2 stride 2, padding 0 (a U-Net's upsampling): conv_fast's tiled path, one product and one
+    # 2x2 stride 2, padding 0 (a U-Net's upsampling): fast/conv.py's tiled path, one product and one
     # reordering copy per chunk, here one image per chunk and, on the CPU, two threads.
     assert conv_fast._tiled((3, 4, 2, 2), ((2, 2), (0, 0), (1, 1)), (10, 12), (5, 6))
     assert not conv_fast._tiled((3, 4, 2, 2), ((2, 2), (0, 0), (1, 1)), (11, 12), (5, 6))  # output_padding 1
     monkeypatch.setattr(workspace, "CHUNK_BYTES", 1)
-    before = backend.get_num_threads()
-    backend.set_num_threads(threads if device == "cpu" else 0)
+    before = threads_module.get_num_threads()
+    threads_module.set_num_threads(threads if device == "cpu" else 0)
     try:
         for xs, OC, kw in [((3, 3, 5, 6), 4, {}), ((2, 4, 4, 4), 2, {"output_padding": 0})]:
             x, W, b = draw(xs, (xs[1], OC, 2, 2), OC, seed=7)
@@ -372,7 +391,7 @@ def test_tiled_transposed_conv_path_agrees_with_the_reference(device, threads, m
                     runs.append(forward_backward(F.conv_transpose2d, device, np.float64, x, W, b, 8, stride=2, **kw)[0])
             assert_close(runs[0], runs[1], 1e-10, xs)
     finally:
-        backend.set_num_threads(before)
+        threads_module.set_num_threads(before)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -380,23 +399,22 @@ def test_im2col_fast_and_reference_agree(device, batch_first):
     for K, S, P, D, windows in [(3, 1, 1, 1, None), ((3, 2), (2, 3), (2, 1), (1, 2), None), (1, 1, 0, 1, None)]:
         x = rand(2, 3, 7, 8, device=device, requires_grad=False).data
         runs = []
-        for reference in (False, True):
-            with reference_kernels(reference):
-                col = im2col(x, K, S, P, D, windows, batch_first=batch_first)
-                c = rand(*col.shape, device=device, seed=1, requires_grad=False).data
-                runs.append((to_numpy(col), to_numpy(col2im(c, x.shape, K, S, P, D, windows, batch_first=batch_first))))
+        for columns in ((fast_im2col.im2col, fast_im2col.col2im), (im2col, col2im)):
+            col = columns[0](x, K, S, P, D, windows, batch_first=batch_first)
+            c = rand(*col.shape, device=device, seed=1, requires_grad=False).data
+            runs.append((to_numpy(col), to_numpy(columns[1](c, x.shape, K, S, P, D, windows, batch_first=batch_first))))
         np.testing.assert_array_equal(runs[0][0], runs[1][0])
         assert rel_error(runs[0][1], runs[1][1]) <= 1e-14
 
 
-def test_im2col_matches_torch_unfold(path):
+def test_im2col_matches_torch_unfold(cols):
     torch = import_torch()
     x = np.random.default_rng(0).standard_normal((2, 3, 7, 8))
     for K, S, P, D in [((3, 2), (1, 2), 1, 1), (3, 2, (0, 2), (2, 1))]:
         ref = torch.nn.functional.unfold(torch.tensor(x), K, dilation=D, padding=P, stride=S).numpy()
-        np.testing.assert_array_equal(im2col(x, K, S, P, D), ref)
+        np.testing.assert_array_equal(cols[0](x, K, S, P, D), ref)
         fold = torch.nn.functional.fold(torch.tensor(ref), x.shape[2:], K, dilation=D, padding=P, stride=S).numpy()
-        np.testing.assert_allclose(col2im(ref, x.shape, K, S, P, D), fold, rtol=1e-12)
+        np.testing.assert_allclose(cols[1](ref, x.shape, K, S, P, D), fold, rtol=1e-12)
 
 
 # ---- what is and is not differentiated ------------------------------------------------------

@@ -1,4 +1,4 @@
-"""ops/cuda_fused.py: where its kernels run and where the generic code does.
+"""ops/fast/cuda_fused.py: where its kernels run and where the generic code does.
 
 Each kernel is compared with the generic array code in the op's own test file (test_pool.py, test_loss.py,
 test_norm.py), on CuPy where a GPU exists and on the host through tests/cuda_host.py everywhere else;
@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import Tensor, backend
-from minisegnet.backend import reference_kernels
-from minisegnet.ops import cuda_fused
-from minisegnet.ops.norm import BatchNorm
+from minisegnet import Tensor, cuda
+from minisegnet.ops.fast import cuda_fused
+from minisegnet.registry import reference_kernels
 
 from cuda_host import ran, use_host_kernels
 from utils import rel_error
@@ -24,15 +23,13 @@ def fused_calls(x):
     """Each wrapper of cuda_fused.py called on small float arrays like ``x`` (dtype and module)."""
     labels = np.zeros((1, 2), dtype=np.int64)
     tap = np.zeros((1, 1, 1, 1), dtype=np.uint8)
-    bn = BatchNorm(True, 0.1, 1e-5, None, None)
-    bn.needs_input_grad = (True, False, False)  # as Function.__call__ sets it
-    y = cuda_fused.batch_norm_forward(bn, x.reshape(2, 2), None, None)
+    fused = cuda_fused.batch_norm_forward(x.reshape(2, 2), None, None, None, None, 0.1, 1e-5)
     return {
         "max_pool_forward": cuda_fused.max_pool_forward(x, *POOL),
         "max_pool_backward": cuda_fused.max_pool_backward(x[..., :1, :1], tap, x.shape, *POOL),
         "cross_entropy_forward": cuda_fused.cross_entropy_forward(x.reshape(1, 2, 2), labels, None, -100),
-        "batch_norm_forward": y,
-        "batch_norm_backward": None if y is None else cuda_fused.batch_norm_backward(bn, y),
+        "batch_norm_forward": fused,
+        "batch_norm_backward": None if fused is None else cuda_fused.batch_norm_backward(fused[0], *fused[1:], None),
     }
 
 
@@ -50,7 +47,7 @@ def test_the_switches_and_unsupported_dtypes_turn_the_kernels_off(monkeypatch):
     assert all(result is None for result in fused_calls(x.astype(np.float16)).values())  # no C type: generic
     with reference_kernels():
         assert all(result is None for result in fused_calls(x).values())
-    monkeypatch.setattr(backend, "CUDA_KERNELS", False)  # MINISEGNET_CUDA_KERNELS=0
+    monkeypatch.setattr(cuda, "CUDA_KERNELS", False)  # MINISEGNET_CUDA_KERNELS=0
     assert all(result is None for result in fused_calls(x).values())
 
 
@@ -70,7 +67,7 @@ def test_max_pool_kernel_with_more_than_256_taps(monkeypatch):
     a = np.random.default_rng(1).integers(-3, 4, (2, 2, 20, 19)).astype(np.float64)
     runs = []
     for kernels in (True, False):
-        monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+        monkeypatch.setattr(cuda, "CUDA_KERNELS", kernels)
         x = Tensor(a, requires_grad=True)
         y, idx = F.max_pool2d(x, 17, 1, 3, return_indices=True)
         y.backward(np.random.default_rng(2).standard_normal(y.shape))
@@ -101,14 +98,14 @@ def test_the_host_launch_refuses_arguments_of_the_wrong_type(monkeypatch, bad):
 
 @pytest.mark.slow  # g++ builds the kernels (about a second each)
 def test_batch_norm_with_float64_running_stats_runs_the_generic_code(monkeypatch):
-    # float32 x with float64 buffers: the forward's kernel takes one dtype, so the generic forward runs (norm_fast),
+    # float32 x with float64 buffers: the forward's kernel takes one dtype, so the generic forward runs (fast/norm.py),
     # and its own backward follows it: the fused backward only ever follows the fused forward.
     fetched = use_host_kernels(monkeypatch)
     rng = np.random.default_rng(3)
     a, gy = rng.standard_normal((5, 3, 4, 2)).astype(np.float32), rng.standard_normal((5, 3, 4, 2)).astype(np.float32)
     runs = []
     for kernels in (True, False):
-        monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+        monkeypatch.setattr(cuda, "CUDA_KERNELS", kernels)
         x, W = Tensor(a, requires_grad=True), Tensor(np.linspace(0.5, 2, 3, dtype=np.float32), requires_grad=True)
         y = F.batch_norm(x, np.zeros(3), np.ones(3), W, None, training=True)
         y.backward(gy)

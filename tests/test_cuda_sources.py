@@ -1,8 +1,8 @@
 """Every CUDA source of the package compiles with nvcc, on a machine with or without a GPU.
 
 The sources are found by their names: a module-level ``_..._CUDA`` of any minisegnet module is either a
-``cupy.ElementwiseKernel`` spec (in_params, out_params, body, name), as ``backend.cuda_kernel`` takes it, or a
-``cupy.RawKernel`` source string, as ``backend.raw_kernel`` takes it. Each is compiled once per dtype it can run
+``cupy.ElementwiseKernel`` spec (in_params, out_params, body, name), as ``cuda.cuda_kernel`` takes it, or a
+``cupy.RawKernel`` source string, as ``cuda.raw_kernel`` takes it. Each is compiled once per dtype it can run
 with (the typedefs ``T``, and ``TAP`` for the pooling tap index), all in one translation unit and one nvcc call
 (each variant in its own namespace, its ``extern "C"`` kernel renamed to keep the names apart).
 
@@ -74,8 +74,8 @@ def test_the_package_has_the_cuda_sources_it_launches():
     sources = cuda_sources()
     elementwise = [where for where, value in sources.items() if isinstance(value, tuple)]
     raw = [where for where, value in sources.items() if isinstance(value, str)]
-    assert {"minisegnet.ops.im2col_fast._IM2COL_CUDA", "minisegnet.optim._ADAM_CUDA"} <= set(elementwise)
-    assert len(raw) == 6 and all(where.startswith("minisegnet.ops.cuda_fused.") for where in raw)
+    assert {"minisegnet.ops.fast.im2col._IM2COL_CUDA", "minisegnet.optim._ADAM_CUDA"} <= set(elementwise)
+    assert len(raw) == 6 and all(where.startswith("minisegnet.ops.fast.cuda_fused.") for where in raw)
     assert all(
         len(value) == 4 and all(isinstance(part, str) for part in value) for value in map(sources.get, elementwise)
     )

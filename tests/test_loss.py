@@ -145,7 +145,7 @@ CE_KERNELS = ["minisegnet_cross_entropy_forward", "minisegnet_cross_entropy_back
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cross_entropy_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
     # On CuPy the label loss without pixel weights or smoothing (the default training loss) runs its forward and
-    # its backward as one CUDA kernel each (ops/cuda_fused.py); MINISEGNET_CUDA_KERNELS=0 runs the array code.
+    # its backward as one CUDA kernel each (ops/fast/cuda_fused.py); MINISEGNET_CUDA_KERNELS=0 runs the array code.
     # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
     fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
     rng = np.random.default_rng(0)
@@ -158,7 +158,7 @@ def test_cross_entropy_cuda_kernels_equal_the_generic_code(device, dtype, monkey
                     logits = rng.standard_normal(shape).astype(dtype) * 3
                     runs = []
                     for kernels in (True, False):
-                        monkeypatch.setattr(msn.backend, "CUDA_KERNELS", kernels)
+                        monkeypatch.setattr(msn.cuda, "CUDA_KERNELS", kernels)
                         x = msn.Tensor(to_device(logits, device), requires_grad=True)
                         w = None if weight is None else to_device(weight.astype(dtype), device)
                         loss = F.cross_entropy(x, labels, weight=w, ignore_index=ignore, reduction=reduction)
@@ -168,7 +168,7 @@ def test_cross_entropy_cuda_kernels_equal_the_generic_code(device, dtype, monkey
                     for fused, generic in zip(*runs):
                         assert fused.dtype == dtype and fused.shape == generic.shape
                         assert rel_error(fused, generic) <= tol, (shape, reduction, weight, ignore)
-    monkeypatch.setattr(msn.backend, "CUDA_KERNELS", True)
+    monkeypatch.setattr(msn.cuda, "CUDA_KERNELS", True)
     every_pixel_ignored = to_device(np.full((2, 3), -100), device)  # D = 0: a loss of 0 and a zero gradient
     x = msn.Tensor(to_device(rng.standard_normal((2, 3, 3)).astype(dtype), device), requires_grad=True)
     loss = F.cross_entropy(x, every_pixel_ignored)

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import Tensor, backend
-from minisegnet.backend import reference_kernels, to_device, to_numpy
+from minisegnet import Tensor, cuda
+from minisegnet.backend import to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
+from minisegnet.registry import reference_kernels
 
 from cuda_host import ran, use_host_kernels
 from utils import rand, rel_error, to_torch
@@ -159,7 +160,7 @@ def test_batch_norm_fast_path_matches_the_reference(device, shape, training, aff
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_batch_norm_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
     # On CuPy training mode runs its forward (statistics, y, running stats) and its backward (gb, gW, then gx) as
-    # one CUDA kernel each, one block per channel (ops/cuda_fused.py); MINISEGNET_CUDA_KERNELS=0: the array code.
+    # one CUDA kernel each, one block per channel (ops/fast/cuda_fused.py); MINISEGNET_CUDA_KERNELS=0: the array code.
     # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
     fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
     tol = 1e-12 if dtype == np.float64 else 1e-5
@@ -168,7 +169,7 @@ def test_batch_norm_cuda_kernels_equal_the_generic_code(device, dtype, monkeypat
         for affine, running in [(True, True), (False, True), (True, False)]:
             runs = []
             for kernels in (True, False):
-                monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+                monkeypatch.setattr(cuda, "CUDA_KERNELS", kernels)
                 x = rand(*shape, device=device, dtype=dtype, seed=C, low=-2.0, high=5.0)
                 W = rand(C, device=device, dtype=dtype, seed=1) if affine else None
                 b = rand(C, device=device, dtype=dtype, seed=2) if affine else None

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-from minisegnet import Tensor, backend
-from minisegnet.backend import reference_kernels, to_device, to_numpy
+from minisegnet import Tensor, cuda
+from minisegnet.backend import to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
+from minisegnet.registry import reference_kernels
 
 import naive
 from cuda_host import ran, use_host_kernels
@@ -138,8 +139,8 @@ def test_max_pool_fast_and_reference_paths_agree(device, k, s, p, threads):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_max_pool_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch):
-    # On CuPy the forward (y and the winning tap) and the backward are one CUDA kernel each (ops/cuda_fused.py);
-    # MINISEGNET_CUDA_KERNELS=0 (backend.CUDA_KERNELS) runs the generic array code. Ties, NaN and -inf included.
+    # On CuPy the forward (y and the winning tap) and the backward are one CUDA kernel each (ops/fast/cuda_fused.py);
+    # MINISEGNET_CUDA_KERNELS=0 (cuda.CUDA_KERNELS) runs the generic array code. Ties, NaN and -inf included.
     # Without a GPU the kernels' CUDA C runs on the host instead (tests/cuda_host.py).
     fetched = use_host_kernels(monkeypatch) if device == "cpu" else None
     for k, s, p in GRID + [(5, 1, 2), (4, 3, 2)]:  # 25 taps; and windows reaching two cells into the padding
@@ -149,7 +150,7 @@ def test_max_pool_cuda_kernels_equal_the_generic_code(device, dtype, monkeypatch
             a[0, 0, 1, 1:3] = np.nan
             runs = []
             for kernels in (True, False):
-                monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+                monkeypatch.setattr(cuda, "CUDA_KERNELS", kernels)
                 x = tensor(a, device)
                 y, idx = F.max_pool2d(x, k, s, p, return_indices=True)
                 y.backward(to_device(pooled_upstream(y).astype(dtype), device))

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from ..backend import get_array_module, scalar
+from ..backend import get_array_module, read_host
 from ..tensor import Tensor, no_grad
 
 
@@ -78,20 +78,20 @@ def _compare(i, x, analytic, numeric, atol, rtol, index_of):
     diff = xp.abs(analytic - numeric)
     excess = diff / (atol + rtol * xp.abs(numeric))
     k = int(excess.argmax())
-    scale = scalar(xp.maximum(xp.abs(analytic).max(), xp.abs(numeric).max()))
-    abs_err = scalar(diff.max())
+    scale = read_host(xp.maximum(xp.abs(analytic).max(), xp.abs(numeric).max()))
+    abs_err = read_host(diff.max())
     return {
         "input": i,
         "shape": tuple(x.shape),
         "abs_err": abs_err,
         "rel_err": abs_err / scale if scale else abs_err,
-        "excess": scalar(excess.reshape(-1)[k]),
+        "excess": read_host(excess.reshape(-1)[k]),
         "ok": bool((excess <= 1).all()),
         "worst": {
             "input": i,
             "index": index_of(k),
-            "analytic": scalar(analytic.reshape(-1)[k]),
-            "numeric": scalar(numeric.reshape(-1)[k]),
+            "analytic": read_host(analytic.reshape(-1)[k]),
+            "numeric": read_host(numeric.reshape(-1)[k]),
         },
     }
 

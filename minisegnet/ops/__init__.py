@@ -3,11 +3,9 @@
 Each op is a ``Function`` subclass (forward then backward on raw arrays) with a
 lowercase function under it; the lowercase functions are the public API.
 
-Fast and reference paths. Where speed needs tricks, an op keeps the lesson's version as a real,
-runnable reference path, and the tricks live in a module named for them: conv.py (``W2 @
-im2col(x)``) beside conv_fast.py, im2col.py beside im2col_fast.py, pool.py's argmax over the
-window stack beside its running arithmetic argmax. The fast paths are the default. Run
-everything on the reference paths, CUDA kernels off, with
+The files here are the lessons' versions. Some ops have a faster twin in ``ops/fast/``, registered
+there in one table (imported by ``minisegnet/__init__.py``) and run by default; run everything on
+the versions here, CUDA kernels off, with
 
     with minisegnet.ops.reference_kernels():      # or MINISEGNET_REFERENCE=1, read at import
         loss = model(x)
@@ -19,11 +17,12 @@ training recipe's loss), until the block ends; ``lib`` holds the originals:
         logits = model(x)
 """
 
+from ..registry import reference_kernels
 from .activation import dropout, dropout2d, log_softmax, relu, sigmoid, softmax, tanh
 from .array import broadcast_to, center_crop, concat, getitem, max, mean, pad, reshape, sum, transpose
 from .conv import conv2d, conv_out_size, conv_transpose2d, conv_transpose_out_size
 from .dice import soft_dice_loss
-from .dispatch import override, reference_kernels
+from .dispatch import override
 from .elementwise import add, div, exp, log, matmul, mul, neg, pow, sqrt, sub, sum_to
 from .focal import focal_loss
 from .loss import binary_cross_entropy_with_logits, cross_entropy, dice_ce_loss

@@ -10,16 +10,10 @@ Those three lines are the three helpers below, ``conv_forward``, ``conv_weight_g
 ``conv_input_grad``. The transposed convolution is that input gradient used as a forward pass:
 it *is* the adjoint of conv2d (<conv2d(x, W), y> = <x, conv_transpose2d(y, W)>), so its forward
 is ``conv_input_grad`` and its gradients are ``conv_forward`` and ``conv_weight_grad`` with the
-roles of input and output swapped (``conv_transpose_grads``).
-
-This is the reference path. By default each helper hands over to its namesake in conv_fast.py
-(chunks, scratch buffers, threads, whole-row columns, a flipped-kernel input gradient), which
-returns the same arrays faster; ``with minisegnet.ops.reference_kernels():`` runs these lines.
+roles of input and output swapped.
 """
 
-from ..backend import fast_paths
 from ..tensor import Function
-from . import conv_fast
 from .im2col import col2im, im2col
 from .sizes import conv_out_size, conv_transpose_out_size, pair
 
@@ -32,8 +26,6 @@ def conv_forward(x, W, b, args, windows=None):
     ``args`` = (stride, padding, dilation) as (h, w) pairs; ``windows`` = (OH, OW), the number of
     window positions to use (default: all, ``conv_out_size``).
     """
-    if fast_paths():
-        return conv_fast.conv_forward(x, W, b, args, windows)
     N, OC = x.shape[0], W.shape[0]
     OH, OW = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
     col = im2col(x, W.shape[2:], *args, (OH, OW), batch_first=False)  # (C*KH*KW, N*OH*OW)
@@ -45,32 +37,15 @@ def conv_forward(x, W, b, args, windows=None):
 
 def conv_weight_grad(x, gy, W_shape, args):
     """gW (OC, C, KH, KW) = gy @ im2col(x).T for x (N, C, H, W), gy (N, OC, OH, OW)."""
-    if fast_paths():
-        return conv_fast.conv_weight_grad(x, gy, W_shape, args)
     col = im2col(x, W_shape[2:], *args, gy.shape[2:], batch_first=False)  # (C*KH*KW, N*OH*OW)
     return (_channels_first(gy) @ col.T).reshape(W_shape)
 
 
 def conv_input_grad(gy, W, x_shape, args):
     """gx (N, C, H, W) = col2im(W2.T @ gy) for gy (N, OC, OH, OW), W (OC, C, KH, KW), x_shape (N, C, H, W)."""
-    if fast_paths():
-        return conv_fast.conv_input_grad(gy, W, x_shape, args)
     W2 = W.reshape(W.shape[0], -1)
     gcol = W2.T @ _channels_first(gy)  # (C*KH*KW, N*OH*OW)
     return col2im(gcol, x_shape, W.shape[2:], *args, gy.shape[2:], batch_first=False)
-
-
-def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
-    """(gx, gW) of conv_transpose2d for gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None if not wanted.
-
-    gx = conv2d(gy, W), the adjoint of the adjoint, over the H x W windows that made y; gW is
-    conv2d's weight gradient with the roles swapped: input gy, output gradient x.
-    """
-    if fast_paths():
-        return conv_fast.conv_transpose_grads(gy, x, W, args, want_gx, want_gW)  # gy's columns built once for both
-    gx = conv_forward(gy, W, None, args, x.shape[2:]) if want_gx else None
-    gW = conv_weight_grad(gy, x, W.shape, args) if want_gW else None
-    return gx, gW
 
 
 def _channels_first(gy):
@@ -81,7 +56,7 @@ def _channels_first(gy):
 # ---- argument checks ----------------------------------------------------------------------
 
 
-def _check(op, x, W, b, stride, padding, dilation, output_padding=None):
+def check_args(op, x, W, b, stride, padding, dilation, output_padding=None):
     """Validate the arguments PyTorch-style; return (stride, padding, dilation) as (h, w) pairs."""
     if x.ndim != 4:
         raise ValueError(f"{op}: expected a 4-D input x (N, C, H, W), got shape {tuple(x.shape)}")
@@ -107,7 +82,33 @@ def _check(op, x, W, b, stride, padding, dilation, output_padding=None):
     if x.dtype != W.dtype or (b is not None and b.dtype != x.dtype):
         dtypes = (x.dtype, W.dtype) + ((b.dtype,) if b is not None else ())
         raise TypeError(f"{op}: x, weight and bias must share one dtype, got {', '.join(map(str, dtypes))}")
+    if not transposed:
+        span = [d * (k - 1) + 1 for k, d in zip(W.shape[2:], D)]
+        if x.shape[2] + 2 * P[0] < span[0] or x.shape[3] + 2 * P[1] < span[1]:
+            raise ValueError(
+                f"conv2d: padded input size ({x.shape[2] + 2 * P[0]} x {x.shape[3] + 2 * P[1]}) is smaller than "
+                f"the dilated kernel size ({span[0]} x {span[1]})"
+            )
     return S, P, D
+
+
+def transposed_shape(x, W, args, output_padding):
+    """The output shape (N, OC, OH, OW) of conv_transpose2d, checking ``output_padding`` and the size."""
+    stride, padding, dilation = args
+    op = pair(output_padding, "output_padding")
+    if any(o < 0 or (o >= s and o >= d) for o, s, d in zip(op, stride, dilation)):
+        raise ValueError(
+            f"conv_transpose2d: output_padding must be non-negative and smaller than either stride or dilation, "
+            f"got output_padding={op}, stride={stride}, dilation={dilation}"
+        )
+    (N, _, H, Wd), (_, OC, KH, KW) = x.shape, W.shape
+    OH, OW = conv_transpose_out_size((H, Wd), (KH, KW), stride, padding, op, dilation)
+    if OH <= 0 or OW <= 0:
+        raise ValueError(
+            f"conv_transpose2d: input size ({H} x {Wd}) gives a non-positive output size ({OH} x {OW}); "
+            f"padding {padding} is too large"
+        )
+    return N, OC, OH, OW
 
 
 # ---- convolution ---------------------------------------------------------------------------
@@ -120,14 +121,7 @@ class Conv2d(Function):
         self.args = stride, padding, dilation
 
     def forward(self, x, W, b):
-        stride, padding, dilation = self.args = _check("conv2d", x, W, b, *self.args)
-        (H, Wd), (KH, KW) = x.shape[2:], W.shape[2:]
-        span = [d * (k - 1) + 1 for k, d in zip((KH, KW), dilation)]
-        if H + 2 * padding[0] < span[0] or Wd + 2 * padding[1] < span[1]:
-            raise ValueError(
-                f"conv2d: padded input size ({H + 2 * padding[0]} x {Wd + 2 * padding[1]}) is smaller than "
-                f"the dilated kernel size ({span[0]} x {span[1]})"
-            )
+        self.args = check_args("conv2d", x, W, b, *self.args)
         self.x, self.W, self.has_bias = x, W, b is not None
         return conv_forward(x, W, b, self.args)
 
@@ -165,30 +159,19 @@ class ConvTranspose2d(Function):
         self.args, self.output_padding = (stride, padding, dilation), output_padding
 
     def forward(self, x, W, b):
-        stride, padding, dilation = self.args = _check("conv_transpose2d", x, W, b, *self.args, self.output_padding)
-        op = pair(self.output_padding, "output_padding")
-        if any(o < 0 or (o >= s and o >= d) for o, s, d in zip(op, stride, dilation)):
-            raise ValueError(
-                f"conv_transpose2d: output_padding must be non-negative and smaller than either stride or dilation, "
-                f"got output_padding={op}, stride={stride}, dilation={dilation}"
-            )
-        (N, _, H, Wd), (_, OC, KH, KW) = x.shape, W.shape
-        OH, OW = conv_transpose_out_size((H, Wd), (KH, KW), stride, padding, op, dilation)
-        if OH <= 0 or OW <= 0:
-            raise ValueError(
-                f"conv_transpose2d: input size ({H} x {Wd}) gives a non-positive output size ({OH} x {OW}); "
-                f"padding {padding} is too large"
-            )
+        self.args = check_args("conv_transpose2d", x, W, b, *self.args, self.output_padding)
+        y_shape = transposed_shape(x, W, self.args, self.output_padding)
         self.x, self.W, self.has_bias = x, W, b is not None
-        y = conv_input_grad(x, W, (N, OC, OH, OW), self.args)
+        y = conv_input_grad(x, W, y_shape, self.args)
         if b is not None:
-            y += b.reshape(1, OC, 1, 1)
+            y += b.reshape(1, -1, 1, 1)
         return y
 
     def backward(self, gy):
         x, W = self.x, self.W
         want_gx, want_gW, want_gb = self.needs_input_grad
-        gx, gW = conv_transpose_grads(gy, x, W, self.args, want_gx, want_gW)
+        gx = conv_forward(gy, W, None, self.args, x.shape[2:]) if want_gx else None  # the adjoint of the adjoint
+        gW = conv_weight_grad(gy, x, W.shape, self.args) if want_gW else None  # input gy, output gradient x
         gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and want_gb else None
         return gx, gW, gb
 

@@ -1,6 +1,4 @@
-"""Swapping ops: ``override`` puts your own function in place of a library op, ``reference_kernels``
-runs every op on its readable path (it lives in backend.py, beside the CUDA-kernel switch it also
-turns off).
+"""Swapping ops: ``override`` puts your own function in place of a library op.
 
     import minisegnet as msn
     with msn.ops.override(conv2d=my_conv2d):   # every layer, model and loss now calls my_conv2d
@@ -15,8 +13,6 @@ originals back on exit.
 import inspect
 import sys
 import types
-
-from ..backend import reference_kernels  # noqa: F401  (re-exported: minisegnet.ops.reference_kernels)
 
 
 class override:

@@ -12,33 +12,25 @@ offset sees in all windows form one strided slice of the image, so each step is 
 pixel it was copied from, adding up where windows overlap (``+=`` on the same slices, never
 ``np.add.at``). Both run unchanged on NumPy and CuPy.
 
-This file is the readable reference path, run inside ``reference_kernels()``. By default both
-functions hand over to ``im2col_fast.py`` (scratch buffers, CUDA kernels on a GPU), which
-returns the same columns.
-
 Output sizes (per dimension; ``conv_out_size`` and ``conv_transpose_out_size``, in ops/sizes.py):
 
     conv:        OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1
     transposed:  OH = (H - 1)*SH - 2*PH + DH*(KH - 1) + output_padding + 1
 """
 
-from ..backend import fast_paths, get_array_module
-from . import im2col_fast
+from ..backend import get_array_module
 from .sizes import conv_args, conv_out_size, conv_transpose_out_size, pair, window  # noqa: F401  (re-exported)
 
 
-def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True, out=None):
+def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True):
     """Copy every convolution window of ``x`` into a column: x (N, C, H, W) -> col (N, C*KH*KW, OH*OW).
 
     Rows of a column are ordered (c, i, j), like ``weight.reshape(OC, -1)``, so ``W2 @ col[n]`` is
     image n's convolution (PyTorch's ``unfold`` layout). ``batch_first=False`` gives the same
     columns as one matrix (C*KH*KW, N*OH*OW), columns ordered (n, oh, ow): then ``W2 @ col`` is
     the whole batch in one product (conv2d uses this). ``windows`` = (OH, OW) takes only the first
-    OH x OW window positions (default: all, ``conv_out_size``). ``out``: an optional array of
-    col's shape to write into.
+    OH x OW window positions (default: all, ``conv_out_size``).
     """
-    if fast_paths():
-        return im2col_fast.im2col(x, kernel_size, stride, padding, dilation, windows, batch_first, out)
     xp = get_array_module(x)
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = conv_args(kernel_size, stride, padding, dilation)
     N, C, H, Wd = x.shape
@@ -52,19 +44,17 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_
         col = col.reshape(N, C * KH * KW, OH * OW)
     else:
         col = col.transpose(1, 2, 3, 0, 4, 5).reshape(C * KH * KW, N * OH * OW)
-    return _into(out, col)
+    return col
 
 
-def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True, out=None):
+def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True):
     """The adjoint of ``im2col``: add every column entry back onto the pixel it came from.
 
     col (N, C*KH*KW, OH*OW), or (C*KH*KW, N*OH*OW) with ``batch_first=False`` -> gx (N, C, H, W)
     with x_shape = (N, C, H, W). Pixels that several windows share receive the sum of their
     entries; pixels no window reaches get 0. ``windows`` = (OH, OW) as in ``im2col`` (default
-    ``conv_out_size`` of H, W). ``out`` is an optional (N, C, H, W) array to write the result into.
+    ``conv_out_size`` of H, W).
     """
-    if fast_paths():
-        return im2col_fast.col2im(col, x_shape, kernel_size, stride, padding, dilation, windows, batch_first, out)
     xp = get_array_module(col)
     (KH, KW), (SH, SW), (PH, PW), (DH, DW) = conv_args(kernel_size, stride, padding, dilation)
     N, C, H, Wd = x_shape
@@ -77,12 +67,4 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=N
     for i in range(KH):
         for j in range(KW):
             gxpad[:, :, window(i, DH, SH, OH), window(j, DW, SW, OW)] += col[:, :, i, j]
-    return _into(out, gxpad[:, :, PH : PH + H, PW : PW + Wd].copy())
-
-
-def _into(out, a):
-    # a itself, or a written into the caller's array out.
-    if out is None:
-        return a
-    out[...] = a
-    return out
+    return gxpad[:, :, PH : PH + H, PW : PW + Wd].copy()

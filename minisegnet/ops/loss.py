@@ -8,7 +8,6 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..tensor import Function
-from . import cuda_fused
 from .activation import log_softmax_array, sigmoid_array, softmax
 from .dice import soft_dice_loss
 from .validate import (
@@ -71,12 +70,6 @@ class CrossEntropy(Function):
         xp = get_array_module(x)
         self._check(x, t, weight, pixel_weight)
         C = x.shape[1]
-        plain = not self.soft and pixel_weight is None and self.eps == 0  # the default training loss
-        fused = cuda_fused.cross_entropy_forward(x, t, weight, self.ignore_index) if plain else None
-        if fused is not None:  # CuPy: the label branch below as one CUDA kernel (the same p, w and loss)
-            (self.p, self.w, loss), self.t0, self.C = fused, t, C
-            self.scale = mean_scale(self.w.sum(), x.dtype)
-            return reduced(loss, self.scale, self.reduction)
         shape = (1, C) + (1,) * (x.ndim - 2)
         logp = log_softmax_array(x, axis=1)
         self.p, self.C = xp.exp(logp), C
@@ -99,17 +92,13 @@ class CrossEntropy(Function):
             loss = -w * xp.take_along_axis(logp, t0[:, None], axis=1)[:, 0]
             if self.eps > 0:
                 loss = loss * (1 - self.eps) - (self.eps / C) * r * (logp * wc).sum(axis=1)
-                self.r, self.wc, self.W = r, wc, C if weight is None else weight.astype(x.dtype).sum()
+                self.r, self.wc, self.weight_sum = r, wc, C if weight is None else weight.astype(x.dtype).sum()
             self.w, self.t0 = w, t0
         self.scale = mean_scale(D, x.dtype)
         return reduced(loss, self.scale, self.reduction)
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        if self.t0 is not None and self.eps == 0:  # CuPy: the label lines below as one CUDA kernel, or None
-            fused = cuda_fused.cross_entropy_backward(self.p, self.t0, self.w, gy, self.scale, self.reduction)
-            if fused is not None:
-                return fused, None, None, None
         gy = gy * self.scale if self.reduction == "mean" else gy
         if self.t0 is None:
             gy = gy[:, None] if gy.ndim else gy
@@ -118,7 +107,10 @@ class CrossEntropy(Function):
         one_hot = self.t0[:, None] == classes
         gx = (self.p - one_hot) * (self.w * gy)[:, None]
         if self.eps > 0:
-            gx = gx * (1 - self.eps) + (self.eps / self.C) * (self.p * self.W - self.wc) * (self.r * gy)[:, None]
+            gx = (
+                gx * (1 - self.eps)
+                + (self.eps / self.C) * (self.p * self.weight_sum - self.wc) * (self.r * gy)[:, None]
+            )
         return gx, None, None, None
 
     def _check(self, x, t, weight, pixel_weight):

@@ -1,8 +1,7 @@
 """Batch normalisation with a hand-derived backward."""
 
-from ..backend import fast_paths, get_array_module
+from ..backend import get_array_module
 from ..tensor import Function, Tensor
-from . import cuda_fused, norm_fast
 
 
 class BatchNorm(Function):
@@ -22,9 +21,6 @@ class BatchNorm(Function):
     i.e. gx = (weight * s) * (gy - mean(gy) - xhat * mean(gy * xhat)): the gradient is that of the plain
     scaling, with its components along the two directions the normalisation removes (constant shift and
     scaling of xhat) projected out. The two means are gb/M and gW/M, so backward computes them once.
-
-    This is the reference path. By default ops/norm_fast.py computes the same formulas regrouped per channel, in
-    fewer passes over memory and on threads (and on CuPy in training, ops/cuda_fused.py in one kernel each way).
     """
 
     def __init__(self, training, momentum, eps, running_mean, running_var):
@@ -32,13 +28,7 @@ class BatchNorm(Function):
         self.running_mean, self.running_var = running_mean, running_var
 
     def forward(self, x, weight, bias):
-        fused = cuda_fused.batch_norm_forward(self, x, weight, bias)  # CuPy, training: one CUDA kernel, or None
-        self.fused, self.fast = fused is not None, fast_paths() and fused is None
-        if fused is not None:  # it saved xhat & co. as below: the generic backward can follow it
-            return fused
         xp = get_array_module(x, weight, bias, self.running_mean, self.running_var)
-        if self.fast:  # the same formulas in fewer passes, on threads (norm_fast.py)
-            return norm_fast.forward(self, x, weight, bias)
         C = x.shape[1]
         self.axes = (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
         self.M = x.size // C
@@ -47,12 +37,7 @@ class BatchNorm(Function):
             mean = x.mean(axis=self.axes)
             xc = x - mean.reshape(shape)
             var = (xc * xc).mean(axis=self.axes)  # biased: divide by M
-            if self.running_mean is not None:
-                # In place, so the caller's arrays (a BatchNorm2d layer's buffers) see the update.
-                m = self.momentum
-                self.running_mean[...] = (1 - m) * self.running_mean + m * mean
-                # PyTorch keeps the *unbiased* variance (divide by M - 1) as its running estimate.
-                self.running_var[...] = (1 - m) * self.running_var + m * var * (self.M / (self.M - 1))
+            self.update_running(mean, var)
         else:
             var = self.running_var
             xc = x - self.running_mean.astype(x.dtype, copy=False).reshape(shape)
@@ -63,11 +48,6 @@ class BatchNorm(Function):
         return y if bias is None else y + bias.reshape(shape)
 
     def backward(self, gy):
-        if self.fast:
-            return norm_fast.backward(self, gy)
-        fused = cuda_fused.batch_norm_backward(self, gy) if self.fused else None  # one CUDA kernel, or None
-        if fused is not None:
-            return fused
         # The two channel sums are gb and gW, and the training formula needs exactly their means.
         gb = gy.sum(axis=self.axes)
         gW = (gy * self.xhat).sum(axis=self.axes)
@@ -82,6 +62,17 @@ class BatchNorm(Function):
             gx *= scale
         _, need_W, need_b = self.needs_input_grad
         return gx, gW if need_W else None, gb if need_b else None
+
+    def update_running(self, mean, var):
+        """running = (1 - momentum) * running + momentum * batch, in place, for the batch's mean and biased var (C,).
+
+        In place, so the caller's arrays (a BatchNorm2d layer's buffers) see the update. PyTorch keeps the
+        *unbiased* variance (divide by M - 1) as its running estimate.
+        """
+        if self.running_mean is not None:
+            m, M = self.momentum, self.M
+            self.running_mean[...] = (1 - m) * self.running_mean + m * mean
+            self.running_var[...] = (1 - m) * self.running_var + m * var * (M / (M - 1))
 
 
 def _buffer(a, name):

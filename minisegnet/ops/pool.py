@@ -9,11 +9,9 @@ the image (``_tap``), so padded cells are simply never looked at.
 
 import numpy as np
 
-from ..backend import fast_paths, get_array_module
+from ..backend import get_array_module
 from ..tensor import Function, Tensor, as_tensor
-from . import cuda_fused
 from .sizes import conv_out_size, conv_transpose_out_size, pair, window
-from .workspace import over_batch
 
 
 def _check_4d(x, op):
@@ -39,13 +37,13 @@ def _pool_geometry(x, kernel_size, stride, padding, op):
     if 2 * PH > KH or 2 * PW > KW:
         # PyTorch's rule: otherwise a window could lie entirely in the padding.
         raise ValueError(f"{op}: padding ({PH}, {PW}) must be at most half of kernel_size ({KH}, {KW})")
-    H, W = x.shape[2:]
-    if KH > H + 2 * PH or KW > W + 2 * PW:
+    H, Wd = x.shape[2:]
+    if KH > H + 2 * PH or KW > Wd + 2 * PW:
         raise ValueError(
-            f"{op}: kernel_size ({KH}, {KW}) is larger than the padded input ({H + 2 * PH}, {W + 2 * PW}) "
-            f"= input ({H}, {W}) + 2 * padding ({PH}, {PW})"
+            f"{op}: kernel_size ({KH}, {KW}) is larger than the padded input ({H + 2 * PH}, {Wd + 2 * PW}) "
+            f"= input ({H}, {Wd}) + 2 * padding ({PH}, {PW})"
         )
-    OH, OW = conv_out_size((H, W), (KH, KW), (SH, SW), (PH, PW))
+    OH, OW = conv_out_size((H, Wd), (KH, KW), (SH, SW), (PH, PW))
     return (KH, KW), (SH, SW), (PH, PW), (OH, OW)
 
 
@@ -65,11 +63,11 @@ def _tap(k, S, P, n_in, n_out):
 
 def _taps(kernel, stride, padding, in_size, out_size):
     """Yield (i, j, out_index, in_index) for every kernel tap that sees at least one real input element."""
-    (KH, KW), (SH, SW), (PH, PW), (H, W), (OH, OW) = kernel, stride, padding, in_size, out_size
+    (KH, KW), (SH, SW), (PH, PW), (H, Wd), (OH, OW) = kernel, stride, padding, in_size, out_size
     for i in range(KH):
         rows = _tap(i, SH, PH, H, OH)
         for j in range(KW):
-            cols = _tap(j, SW, PW, W, OW)
+            cols = _tap(j, SW, PW, Wd, OW)
             if rows is not None and cols is not None:
                 yield i, j, (Ellipsis, rows[0], cols[0]), (Ellipsis, rows[1], cols[1])
 
@@ -78,61 +76,53 @@ class MaxPool2d(Function):
     """y = max over each window; the gradient goes to the one element the argmax picked.
 
     ``self.tap`` (N, C, OH, OW) remembers which tap won each window, i*KW + j, in the smallest unsigned
-    dtype; ``indices()`` turns it into PyTorch's flat index h*W + w within each (n, c) input plane. The
-    reference path (``_max_of_stack``) takes the max and argmax over the stack of all KH*KW taps; the fast
-    one (``_max_running``, the default) keeps a running max and argmax instead; on CuPy one CUDA kernel
-    (ops/cuda_fused.py) does either pass. Ties go to the first maximum in row-major window order, as in PyTorch.
+    dtype; ``indices()`` turns it into PyTorch's flat index h*Wd + w within each (n, c) input plane. The
+    forward takes the max and argmax over the stack of all KH*KW taps (``_max_of_stack``). Ties go to the
+    first maximum in row-major window order, as in PyTorch.
     """
 
     def __init__(self, kernel_size, stride, padding):
         self.args = kernel_size, stride, padding
 
     def forward(self, x):
-        xp = get_array_module(x)
-        if x.dtype.kind != "f":
-            raise TypeError(f"max_pool2d needs a floating x, got dtype {x.dtype}")
-        kernel, stride, padding, (OH, OW) = _pool_geometry(x, *self.args, "max_pool2d")
-        (H, W), KW, (SH, SW), (PH, PW) = x.shape[2:], kernel[1], stride, padding
-        # top[oh], left[ow]: the window's first row and column, negative where it starts in the padding.
-        self.top, self.left, self.x_shape, self.KW = xp.arange(OH) * SH - PH, xp.arange(OW) * SW - PW, x.shape, KW
-        self.taps = list(_taps(kernel, stride, padding, (H, W), (OH, OW)))
-        geometry = self.geometry = kernel, stride, padding, (OH, OW)
-        fused = cuda_fused.max_pool_forward(x, *geometry)  # CuPy: y and tap in one CUDA kernel, or None
-        if fused is not None:
-            y, self.tap = fused
-        else:
-            y, self.tap = _max_running(x, self, *geometry) if fast_paths() else _max_of_stack(x, *geometry)
+        self.setup(x)
+        y, self.tap = _max_of_stack(x, *self.geometry)
         return y
-
-    def indices(self):
-        """int64 (N, C, OH, OW): the flat index h*W + w of each window's winner in its (n, c) plane."""
-        W, KW = self.x_shape[3], self.KW
-        corner = self.top[:, None] * W + self.left[None, :]  # may point into the padding; a tap moves it inside
-        tap = self.tap.astype(np.int64)
-        return corner + (tap // KW) * W + tap % KW
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        fused = cuda_fused.max_pool_backward(gy, self.tap, self.x_shape, *self.geometry)  # CuPy: one gather kernel
-        if fused is not None:
-            return fused
         gx = xp.zeros(self.x_shape, dtype=gy.dtype)
-
-        def part(n0, n1):  # images n0..n1-1
-            g, won, into = gy[n0:n1], self.tap[n0:n1], gx[n0:n1]
-            # Within one tap distinct outputs read distinct inputs, so `+=` on the strided slice never collides.
-            for i, j, out, inp in self.taps:
-                into[inp] += g[out] * (won[out] == i * self.KW + j)
-
-        if fast_paths():  # the same loop on slices of the batch, on set_num_threads(n) threads
-            over_batch(part, gy)
-        else:
-            part(0, len(gy))
+        # Within one tap distinct outputs read distinct inputs, so `+=` on the strided slice never collides.
+        for i, j, out, inp in self.taps:
+            gx[inp] += gy[out] * (self.tap[out] == i * self.KW + j)
         return gx
+
+    def setup(self, x):
+        """Check x and keep what forward and backward share: the geometry, the clipped taps, the windows' corners."""
+        xp = get_array_module(x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"max_pool2d needs a floating x, got dtype {x.dtype}")
+        kernel, stride, padding, (OH, OW) = self.geometry = _pool_geometry(x, *self.args, "max_pool2d")
+        (SH, SW), (PH, PW) = stride, padding
+        # top[oh], left[ow]: the window's first row and column, negative where it starts in the padding.
+        self.top, self.left, self.x_shape, self.KW = (
+            xp.arange(OH) * SH - PH,
+            xp.arange(OW) * SW - PW,
+            x.shape,
+            kernel[1],
+        )
+        self.taps = list(_taps(kernel, stride, padding, x.shape[2:], (OH, OW)))
+
+    def indices(self):
+        """int64 (N, C, OH, OW): the flat index h*Wd + w of each window's winner in its (n, c) plane."""
+        Wd, KW = self.x_shape[3], self.KW
+        corner = self.top[:, None] * Wd + self.left[None, :]  # may point into the padding; a tap moves it inside
+        tap = self.tap.astype(np.int64)
+        return corner + (tap // KW) * Wd + tap % KW
 
 
 def _max_of_stack(x, kernel, stride, padding, out_size):
-    """The reference path: (y, tap) from a max and an argmax over the stack of the KH*KW window taps.
+    """(y, tap) from a max and an argmax over the stack of the KH*KW window taps.
 
     stack[i*KW + j, n, c, oh, ow] = xpad[n, c, oh*SH + i, ow*SW + j], the input padded with -inf.
     PyTorch's rules: ties go to the first maximum in window order, a window of -inf only is won by
@@ -155,35 +145,6 @@ def _max_of_stack(x, kernel, stride, padding, out_size):
     return y, tap.astype(np.min_scalar_type(KH * KW - 1))
 
 
-def _max_running(x, f, kernel, stride, padding, out_size):
-    """The fast path: (y, tap) from a running max over the taps, the argmax kept by arithmetic.
-
-    One pass over the KH*KW clipped tap slices ``f.taps`` (no padded copy, no stack); only a
-    strictly larger value or a NaN replaces the current one, which gives PyTorch's rules.
-    """
-    xp = get_array_module(x)
-    (N, C), (KH, KW), (OH, OW) = x.shape[:2], kernel, out_size
-    # Start each window at its first real cell with value -inf: that cell wins unless something beats it,
-    # which is what PyTorch's loop does (it matters only for windows full of -inf).
-    first = (xp.maximum(-f.top, 0) * KW)[:, None] + xp.maximum(-f.left, 0)[None, :]
-    tap = xp.broadcast_to(first.astype(np.min_scalar_type(KH * KW - 1)), (N, C, OH, OW)).copy()
-    y = xp.full((N, C, OH, OW), -xp.inf, dtype=x.dtype)
-
-    def part(n0, n1):  # images n0..n1-1; set_num_threads(n) threads take slices of the batch at once
-        for i, j, out, inp in f.taps:
-            # Basic slices are views: the in-place updates below write into y and tap.
-            window, best, winner = x[n0:n1][inp], y[n0:n1][out], tap[n0:n1][out]
-            better = window > best
-            better |= xp.isnan(window)
-            xp.maximum(best, window, out=best)  # NaN-propagating, like the rule above
-            # winner = i*KW + j where better, unchanged elsewhere; arithmetic, as masked writes are slow in NumPy.
-            winner *= ~better
-            winner += better * tap.dtype.type(i * KW + j)
-
-    over_batch(part, x)
-    return y, tap
-
-
 def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     """2-D max pooling, as ``torch.nn.functional.max_pool2d`` (ceil_mode=False, dilation 1).
 
@@ -191,7 +152,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, return_indices=False):
     ``kernel_size``, ``stride`` (default: kernel_size) and ``padding`` are ints or (h, w) pairs; padding counts
     as -inf and may be at most half the kernel. The gradient goes to one element per window, the first maximum
     in row-major window order. With ``return_indices=True`` also returns int64 indices (N, C, OH, OW): the
-    flat position h*W + w of each maximum in its (n, c) plane, as ``max_unpool2d`` expects.
+    flat position h*Wd + w of each maximum in its (n, c) plane, as ``max_unpool2d`` expects.
     """
     f = MaxPool2d(kernel_size, stride, padding)
     y = f(x)
@@ -211,8 +172,8 @@ class AvgPool2d(Function):
         if x.dtype.kind != "f":
             raise TypeError(f"avg_pool2d needs a floating x, got dtype {x.dtype}")
         (KH, KW), stride, padding, (OH, OW) = _pool_geometry(x, *self.args, "avg_pool2d")
-        N, C, H, W = self.x_shape = x.shape
-        self.taps, self.count = list(_taps((KH, KW), stride, padding, (H, W), (OH, OW))), KH * KW
+        N, C, H, Wd = self.x_shape = x.shape
+        self.taps, self.count = list(_taps((KH, KW), stride, padding, (H, Wd), (OH, OW))), KH * KW
         y = xp.zeros((N, C, OH, OW), dtype=x.dtype)
         for _, _, out, inp in self.taps:
             y[out] += x[inp]
@@ -248,8 +209,8 @@ def _unpool_size(x, kernel_size, stride, padding, output_size):
             f"{op}: kernel_size and stride must be positive and padding non-negative, got "
             f"kernel_size ({KH}, {KW}), stride ({SH}, {SW}), padding ({PH}, {PW})"
         )
-    H, W = x.shape[2:]
-    default = conv_transpose_out_size((H, W), (KH, KW), (SH, SW), (PH, PW))
+    H, Wd = x.shape[2:]
+    default = conv_transpose_out_size((H, Wd), (KH, KW), (SH, SW), (PH, PW))
     if output_size is None:
         size = default
     else:

@@ -1,11 +1,12 @@
 """Checks shared by every loss (cross-entropy, BCE, focal, the Dice family): labels, weights, finiteness, switches.
 
 Each raises a one-line error that names the bad value and what was expected. A check that looks at the values
-reads one boolean back from the device (``backend.read_host``: a GPU sync, counted by ``count_host_reads``),
-or, inside ``backend.deferred_checks()`` (the training loop), records it there to be read at the next flush.
+reads one boolean back from the device (``backend.read_host``: a GPU sync, counted by ``host_reads.count_host_reads``),
+or, inside ``checks.deferred_checks()`` (the training loop), records it there to be read at the next flush.
 """
 
-from ..backend import get_array_module, open_checks, read_host
+from ..backend import get_array_module, read_host
+from ..checks import open_checks
 
 
 def constant(a, like):
@@ -23,7 +24,7 @@ def first_bad(a, bad):
 def fail_if(bad, a, message):
     """Raise ``ValueError(message(v))``, v the first value of ``a`` where the boolean array ``bad`` holds, if any does.
 
-    Inside ``backend.deferred_checks()`` nothing is read: the flag and v stay on the device until its flush.
+    Inside ``checks.deferred_checks()`` nothing is read: the flag and v stay on the device until its flush.
     """
     checks = open_checks()
     if checks is None:

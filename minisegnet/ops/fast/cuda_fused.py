@@ -3,10 +3,10 @@
 On CuPy every array operation is a kernel launch of ~10 us of host time, and at U-Net sizes the launch costs more
 than the work: max pooling's running argmax takes six launches per window tap, cross-entropy's forward about
 fifteen, batch norm's a dozen. Here each forward and backward is one ``cupy.RawKernel`` (plain CUDA C, below),
-fetched through ``backend.raw_kernel``. Every function returns None where no kernel runs (NumPy arrays,
-``MINISEGNET_CUDA_KERNELS=0``, ``reference_kernels()``, a dtype other than float32 / float64), and the op then
-runs its generic array code, kept in pool.py, loss.py and norm.py as the lesson's version. The tests compare the
-two on CuPy (tests/test_pool.py, test_loss.py, test_norm.py).
+fetched through ``cuda.raw_kernel``. Every function returns None where no kernel runs (NumPy arrays,
+``MINISEGNET_CUDA_KERNELS=0``, ``reference_kernels()``, a dtype other than float32 / float64), and the fast op
+(fast/pool.py, fast/loss.py, fast/norm.py) then runs its array code. The tests compare the kernels with the
+generic code (tests/test_cuda_fused.py, test_pool.py, test_loss.py, test_norm.py).
 
 STATUS: these kernels have been compiled by nvcc 13.0 (tests/test_cuda_sources.py, on a machine without a GPU)
 but have NOT yet been run on a GPU. Without one, their comparisons with the generic code run the same CUDA C
@@ -21,10 +21,16 @@ typedefs in front, so a kernel compiles once per dtype. Sizes index with ``long 
 
 import numpy as np
 
-from ..backend import get_array_module, raw_kernel
+from ...backend import get_array_module
+from ...cuda import kernels_on, raw_kernel
 
 _C_TYPES = {"float32": "float", "float64": "double", "uint8": "unsigned char", "uint16": "unsigned short"}
 THREADS = 256  # threads per block; the batch norm kernels' shared arrays hold exactly this many
+
+
+def runs_on(xp):
+    """True when these kernels run for arrays of module ``xp`` (CuPy, kernels on, fast paths on)."""
+    return kernels_on(xp)
 
 
 def _kernel(xp, source, name, **types):
@@ -303,48 +309,42 @@ extern "C" __global__ void minisegnet_batch_norm_backward(
 )
 
 
-def batch_norm_forward(f, x, weight, bias):
-    """BatchNorm's training forward in one launch: x (N, C, H, W) or (N, C), weight and bias (C,) or None -> y.
-
-    Saves on ``f`` what its backward (fused or generic) reads, as norm.py does: xhat, inv_std (1, C, 1, 1),
-    weight, axes and M, and updates f's running statistics in place. None in eval mode, where a dtype differs
-    from x's, and where no kernel runs (module docstring)."""
+def batch_norm_forward(x, weight, bias, running_mean, running_var, momentum, eps):
+    """BatchNorm's training forward in one launch: x (N, C, H, W) or (N, C), weight, bias, running stats (C,) or
+    None -> (y, xhat, inv_std (C,)), updating the running statistics in place as ops/norm.py does; or None where a
+    dtype differs from x's and where no kernel runs (module docstring)."""
     xp = get_array_module(x)
-    others = (weight, bias, f.running_mean, f.running_var)
-    if not f.training or any(a is not None and a.dtype != x.dtype for a in others):
+    if any(a is not None and a.dtype != x.dtype for a in (weight, bias, running_mean, running_var)):
         return None
     fused = _kernel(xp, _BATCH_NORM_FORWARD_CUDA, "minisegnet_batch_norm_forward", T=x.dtype)
     if fused is None:
         return None
     N, C = x.shape[:2]
-    shape = (1, C) + (1,) * (x.ndim - 2)
-    f.axes, f.M = (0,) + tuple(range(2, x.ndim)), x.size // C
-    f.xhat, y, inv_std = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype), xp.empty(C, x.dtype)
+    M = x.size // C
+    xhat, y, inv_std = xp.empty(x.shape, x.dtype), xp.empty(x.shape, x.dtype), xp.empty(C, x.dtype)
     weights, biases = (x if a is None else xp.ascontiguousarray(a) for a in (weight, bias))  # x: never read
-    running = f.running_mean is not None
-    means, variances = (f.running_mean, f.running_var) if running else (x, x)
-    flags = (np.int32(weight is not None), np.int32(bias is not None), np.int64(f.M), np.int32(C))
-    args = (xp.ascontiguousarray(x), weights, biases, *flags, np.int64(f.M // N), np.float64(f.eps))
-    _launch(fused, THREADS, C, (*args, np.float64(f.momentum), np.int32(running), means, variances, f.xhat, y, inv_std))
-    f.inv_std, f.weight = inv_std.reshape(shape), None if weight is None else weight.reshape(shape)
-    return y
+    running = running_mean is not None
+    means, variances = (running_mean, running_var) if running else (x, x)
+    flags = (np.int32(weight is not None), np.int32(bias is not None), np.int64(M), np.int32(C))
+    args = (xp.ascontiguousarray(x), weights, biases, *flags, np.int64(M // N), np.float64(eps))
+    _launch(fused, THREADS, C, (*args, np.float64(momentum), np.int32(running), means, variances, xhat, y, inv_std))
+    return y, xhat, inv_std
 
 
-def batch_norm_backward(f, gy):
-    """BatchNorm's training backward in one launch: gy (N, C, ...) -> (gx, gW, gb), gW and gb (C,) or None where
-    ``f`` needs no gradient for them; or None in eval mode, where the dtypes differ, and where no kernel runs."""
+def batch_norm_backward(gy, xhat, inv_std, weight):
+    """BatchNorm's training backward in one launch: gy (N, C, ...), xhat as the forward gave it, inv_std and weight
+    (C,) (weight may be None) -> (gx, gW, gb); or None where the dtypes differ and where no kernel runs."""
     xp = get_array_module(gy)
-    dtypes = {a.dtype for a in (gy, f.xhat, f.inv_std, f.weight) if a is not None}
-    if not f.training or len(dtypes) > 1:  # after a generic forward, say, that kept a float64 weight
+    if len({a.dtype for a in (gy, xhat, inv_std, weight) if a is not None}) > 1:
         return None
-    fused = _kernel(xp, _BATCH_NORM_BACKWARD_CUDA, "minisegnet_batch_norm_backward", T=f.xhat.dtype)
+    fused = _kernel(xp, _BATCH_NORM_BACKWARD_CUDA, "minisegnet_batch_norm_backward", T=xhat.dtype)
     if fused is None:
         return None
     N, C = gy.shape[:2]
-    gx, gW, gb = xp.empty(gy.shape, f.xhat.dtype), xp.empty(C, f.xhat.dtype), xp.empty(C, f.xhat.dtype)
-    weights = f.xhat if f.weight is None else xp.ascontiguousarray(f.weight.reshape(C))  # f.xhat: never read
-    g, inv_std = xp.ascontiguousarray(gy), xp.ascontiguousarray(f.inv_std.reshape(C))
-    args = (g, f.xhat, inv_std, weights, np.int32(f.weight is not None), np.int64(f.M), np.int32(C))
-    _launch(fused, THREADS, C, (*args, np.int64(f.M // N), gx, gW, gb))
-    _, need_W, need_b = f.needs_input_grad
-    return gx, gW if need_W else None, gb if need_b else None
+    M = gy.size // C
+    gx, gW, gb = xp.empty(gy.shape, xhat.dtype), xp.empty(C, xhat.dtype), xp.empty(C, xhat.dtype)
+    weights = xhat if weight is None else xp.ascontiguousarray(weight)  # xhat: a pointer never read
+    g, s = xp.ascontiguousarray(gy), xp.ascontiguousarray(inv_std)
+    args = (g, xhat, s, weights, np.int32(weight is not None), np.int64(M), np.int32(C))
+    _launch(fused, THREADS, C, (*args, np.int64(M // N), gx, gW, gb))
+    return gx, gW, gb

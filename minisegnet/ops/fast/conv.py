@@ -1,93 +1,93 @@
-"""The fast path behind conv.py's three helpers: the same sums as ``W2 @ im2col(x)``, arranged for speed.
+"""Fast Conv2d and ConvTranspose2d: the same sums as ops/conv.py's ``W2 @ im2col(x)``, arranged for speed.
 
-``conv_forward``, ``conv_weight_grad``, ``conv_input_grad`` and ``conv_transpose_grads`` take the
-arguments of their namesakes in conv.py and return the same arrays (the tests compare them in
-float64). conv.py calls them unless ``reference_kernels()`` is on. What they do differently (benchmarks/bench_conv.py):
+``conv_forward``, ``conv_weight_grad`` and ``conv_input_grad`` take the arguments of their
+namesakes in ops/conv.py and return the same arrays (the tests compare them in float64); the two
+Function classes at the bottom are ops/conv.py's with these products, registered in
+ops/fast/__init__.py. What the products do differently (benchmarks/bench_conv.py measures them):
 
 - Every product reads its operands as they lie in memory (BLAS takes a transposed view such as
   ``col.T`` as it is; ``tensordot`` would copy it first). The weight gradient is taken transposed,
-  ``col @ gy.T`` (K, OC), then viewed back: the same sums, and with OpenBLAS's AVX-512 (SkylakeX)
-  kernels 1.3-2x faster than ``gy @ col.T`` at every U-Net width (with its Haswell ones, 0.75-1.16x).
+  ``col @ gy.T`` (K, OC), then viewed back: the same sums, in the order OpenBLAS's AVX-512 kernels
+  multiply fastest (benchmarks/results/cpu_2026-12-02.md).
 - The batch goes through in chunks of about ``CHUNK_BYTES`` of columns, built in scratch buffers
   reused from call to call rather than in one fresh array KH*KW times the input's size, and with
-  ``set_num_threads(n)`` n threads work through the chunks at once (ops/workspace.py). An image
+  ``set_num_threads(n)`` n threads work through the chunks at once (fast/workspace.py). An image
   whose whole-row columns alone are larger than a chunk (16 channels at 128 x 128: 9.6 MB) goes
-  through in bands of output rows (``workspace.row_bands``), padded once: 0.44-0.83x the time.
+  through in bands of output rows (``workspace.row_bands``), padded once, so a band stays in cache.
 - For stride 1 (every 3x3 convolution of a U-Net) the columns are whole padded rows
   (``shifted_im2col``): each kernel offset is then one contiguous run per image instead of many
-  short rows, which made the copies 2-3x faster, for a product wider by the ``pitch - OW`` junk
-  values per row, dropped afterwards (``_row_pitch`` says where that pays).
+  short rows, for a product wider by the ``pitch - OW`` junk values per row, dropped afterwards
+  (``_row_pitch`` says where that pays).
 - Where the windows tile the image (kernel = stride, no padding: the 2x2 stride-2 transposed
   convolution of a U-Net), the columns are a plain reordering: one product per image and one
   reordering copy, forward and backward (``_tiled``).
 - With stride 1 the input gradient is itself a forward pass: gy correlated with the kernel
   flipped and its channels swapped, on "full" padding (copies instead of col2im's additions).
 
-``conv_transpose_grads`` builds the columns of gy once for both of its products. The backward
-rebuilds the columns instead of keeping them from the forward pass: in a network,
+The backward rebuilds the columns instead of keeping them from the forward pass: in a network,
 keeping them would hold KH*KW copies of every layer's input until the backward pass.
 """
 
-from ..backend import get_array_module
-from .im2col_fast import col2im, cuda_columns, im2col, shifted_col2im, shifted_runs
-from .sizes import conv_out_size
+from ...backend import get_array_module
+from .. import conv as taught
+from ..sizes import conv_out_size
+from .im2col import col2im, cuda_columns, im2col, shifted_col2im, shifted_runs
 from .workspace import batch_chunks, row_bands, run_chunks, scratch, total
 
 
 def conv_forward(x, W, b, args, windows=None):
     """y (N, OC, OH, OW) = W2 @ im2col(x) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None."""
-    windows = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
-    return _products(x, W.shape, args, windows, W=W, b=b)[0]
+    xp = get_array_module(x)
+    N, OC = x.shape[0], W.shape[0]
+    OH, OW = windows = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
+    y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
+    W2 = W.reshape(OC, -1)
+
+    def product(col, n0, n1, r0, r1, pitch):  # y's images n0..n1-1, rows r0..r1-1
+        yc = xp.matmul(W2, col, out=scratch(x, "prod", (OC, col.shape[1])))
+        if b is not None:
+            yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
+        y[n0:n1, :, r0:r1] = yc.reshape(OC, n1 - n0, r1 - r0, pitch)[..., :OW].transpose(1, 0, 2, 3)
+
+    _for_columns(x, W.shape, args, windows, product)
+    return y
 
 
 def conv_weight_grad(x, gy, W_shape, args):
     """gW (OC, C, KH, KW) = gy @ im2col(x).T for x (N, C, H, W), gy (N, OC, OH, OW)."""
-    return _products(x, W_shape, args, gy.shape[2:], g=gy)[1]
+
+    def product(col, n0, n1, r0, r1, pitch):  # (K, n*L) @ (n*L, OC): this block's part of gW.T
+        return col @ _channels_first(gy[n0:n1, :, r0:r1], pitch).T
+
+    gWT = _for_columns(x, W_shape, args, gy.shape[2:], product)
+    return gWT.T.reshape(W_shape)
 
 
-def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
-    """(gx, gW) for conv_transpose2d: conv_forward(gy, W) and conv_weight_grad(gy, x), from one set of columns of gy.
-
-    gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None for a gradient that is not wanted.
-    """
-    if _tiled(W.shape, args, gy.shape[2:], x.shape[2:]):
-        return _tiled_transpose_grads(gy, x, W, want_gx, want_gW)
-    return _products(gy, W.shape, args, x.shape[2:], W=W if want_gx else None, g=x if want_gW else None)
-
-
-def _products(x, W_shape, args, windows, W=None, b=None, g=None):
-    # (y, gW) from the columns of x, built once per chunk: y = W2 @ col + b when W is given, else None;
-    # gW = (col @ g.T).T for an output gradient g (N, OC, OH, OW) when g is given, else None.
+def _for_columns(x, W_shape, args, windows, product):
+    # Builds the columns of x a block at a time and calls product(col, n0, n1, r0, r1, pitch) on each: col
+    # (C*KH*KW, n*(r1 - r0)*pitch) holds images n0..n1-1, output rows r0..r1-1. Blocks of images run on the
+    # threads; returns the sum of product's results in block order (None when it returns None).
     xp = get_array_module(x)
     stride, padding, dilation = args
-    N, OC, (OH, OW) = x.shape[0], W_shape[0], windows
+    N, (OH, OW) = x.shape[0], windows
     K = W_shape[1] * W_shape[2] * W_shape[3]
     pitch = _row_pitch(xp, x.shape[3], W_shape, stride, padding, OW)
     # An image whose whole-row columns are larger than CHUNK_BYTES goes through in bands of output rows.
     bands = row_bands(OH, K * pitch * x.dtype.itemsize, xp) if pitch != OW else [(0, OH)]
-    y = None if W is None else xp.empty((N, OC, OH, OW), dtype=x.dtype)
 
     def chunk(n0, n1):
-        n, gWT = n1 - n0, None
+        result = None
         # Whole-row columns: the chunk padded once, each band copied from its runs (one band for a small image).
         runs = shifted_runs(x[n0:n1], W_shape[2:], padding, dilation, windows) if pitch != OW else None
         for r0, r1 in bands:
             col = _columns(x[n0:n1], W_shape, args, windows) if runs is None else _band(runs, r0, r1, pitch)
-            if W is not None:
-                yc = xp.matmul(W.reshape(OC, -1), col, out=scratch(x, "prod", (OC, col.shape[1])))
-                if b is not None:
-                    yc += b.reshape(OC, 1)  # here, where each row is one channel: faster than during the copy below
-                yc = yc.reshape(OC, n, r1 - r0, pitch)[..., :OW]
-                y[n0:n1, :, r0:r1] = yc.transpose(1, 0, 2, 3)  # (OC, n, ..) -> (n, OC, ..)
-            if g is not None:  # (K, n*L) @ (n*L, OC): this chunk's (and band's) part of gW.T
-                part = col @ _channels_first(g[n0:n1, :, r0:r1], pitch).T
-                gWT = part if gWT is None else xp.add(gWT, part, out=gWT)
-        return gWT
+            part = product(col, n0, n1, r0, r1, pitch)
+            if part is not None:
+                result = part if result is None else xp.add(result, part, out=result)
+        return result
 
     parts = run_chunks(chunk, batch_chunks(N, K * OH * pitch * x.dtype.itemsize, xp))
-    if g is None:
-        return y, None
-    return y, xp.ascontiguousarray(total(parts).T).reshape(W_shape)  # a fresh array: a leaf keeps it
+    return None if parts[0] is None else total(parts)
 
 
 def conv_input_grad(gy, W, x_shape, args):
@@ -103,9 +103,8 @@ def conv_input_grad(gy, W, x_shape, args):
     if stride == (1, 1) and (KH, KW) != (1, 1) and OC <= C and min(full) >= 0 and reached:
         # With stride 1 the same sum reads as a forward convolution of gy with the kernel flipped
         # and its channels swapped, zero-padded by d*(k - 1) - p ("full" correlation): copies into
-        # columns instead of col2im's additions (1.2-1.34x faster, one thread, bench shapes). col2im
-        # stays for OC > C (the columns of gy would be larger than those of gx), and where
-        # output_padding leaves rows of gx that no window reaches.
+        # columns instead of col2im's additions. col2im stays for OC > C (the columns of gy would be
+        # larger than those of gx), and where output_padding leaves rows of gx that no window reaches.
         W_flipped = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
         return conv_forward(gy, W_flipped, None, ((1, 1), tuple(full), dilation), x_shape[2:])
     pitch = _row_pitch(xp, x_shape[3], W.shape, stride, padding, OW)
@@ -122,6 +121,15 @@ def conv_input_grad(gy, W, x_shape, args):
 
     run_chunks(chunk, batch_chunks(N, K * L * gy.dtype.itemsize, xp))
     return gx
+
+
+def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
+    """(gx, gW) of conv_transpose2d for gy (N, OC, OH, OW), x (N, C, H, W), W (C, OC, KH, KW); None if not wanted."""
+    if _tiled(W.shape, args, gy.shape[2:], x.shape[2:]):
+        return _tiled_transpose_grads(gy, x, W, want_gx, want_gW)
+    gx = conv_forward(gy, W, None, args, x.shape[2:]) if want_gx else None
+    gW = conv_weight_grad(gy, x, W.shape, args) if want_gW else None
+    return gx, gW
 
 
 def _tiled(W_shape, args, size, windows):
@@ -145,8 +153,8 @@ def _tiled_input_grad(gy, W, x_shape):
         gcol = xp.matmul(W2T, gy[n0:n1].reshape(n1 - n0, OC, OH * OW))  # (n, C*KH*KW, OH*OW)
         tiles = gx[n0:n1].reshape(n1 - n0, C, OH, KH, OW, KW)  # a view: writing into it fills gx
         taps = gcol.reshape(n1 - n0, C, KH, KW, OH, OW)
-        # One copy per kernel tap, each reading whole rows: 1.8-6.5x faster on 2 cores than one copy of the
-        # 6-axis transposed view, whose innermost run is KW = 2 values (8 x 32 x 16 x 16 taps: 107 against 695 us).
+        # One copy per kernel tap, each reading whole rows: faster than one copy of the 6-axis transposed
+        # view, whose innermost run is KW = 2 values.
         for i in range(KH):
             for j in range(KW):
                 tiles[:, :, :, i, :, j] = taps[:, :, i, j]
@@ -156,7 +164,7 @@ def _tiled_input_grad(gy, W, x_shape):
 
 
 def _tiled_transpose_grads(gy, x, W, want_gx, want_gW):
-    # conv_transpose_grads for tiling windows: the columns of gy are one reordering copy (n, OC*KH*KW, H*Wd)
+    # ConvTranspose2d's (gx, gW) for tiling windows: the columns of gy are one reordering copy (n, OC*KH*KW, H*Wd)
     # per chunk, then gx = W2 @ col and gW = sum over images of x @ col.T, one product each.
     xp = get_array_module(gy)
     N, C, H, Wd = x.shape
@@ -177,19 +185,15 @@ def _tiled_transpose_grads(gy, x, W, want_gx, want_gW):
     parts = run_chunks(chunk, batch_chunks(N, W2.shape[1] * H * Wd * gy.dtype.itemsize, xp))
     if not want_gW:
         return gx, None
-    return gx, xp.ascontiguousarray(total(parts).T).reshape(W.shape)
+    return gx, total(parts).T.reshape(W.shape)
 
 
 def _row_pitch(xp, width, W_shape, stride, padding, OW):
     # Values per output row in the column matrix: the padded width WP for a stride-1 kernel wider
     # or taller than 1 (shifted_im2col: contiguous copies, WP - OW junk values per row), else OW.
-    # The junk costs OC multiply-adds per junk column, the strided copies it saves cost about the
-    # same per column whatever OC: so shifted where junk is at most 1/8 of the products, or where
-    # OC * junk / OW <= 32. Measured on 2 cores (fwd + bwd, shifted / strided, BLAS's threads and
-    # ours, two runs), with OpenBLAS's SkylakeX kernels: at 8 x 8 pixels (10 padded, 25% junk)
-    # 0.91-0.99 with 128 channels, 0.85-1.18 with 256; at 4 x 4 (50% junk) 0.75-0.82 with 64,
-    # 0.85-1.01 with 128. With the slower Haswell kernels the junk costs more: 0.78-0.84 with 32 at
-    # 8 x 8, 0.97-1.07 with 128, 1.11-1.17 with 256; 0.89-1.00 with 64 at 4 x 4, 1.19-1.24 with 256.
+    # The junk costs OC multiply-adds per junk column, while the strided copies it saves cost about
+    # the same per column whatever OC: so shifted where junk is at most 1/8 of the products, or where
+    # OC * junk / OW <= 32 (the crossover measured in benchmarks/results/cpu_2026-12-02.md).
     # Not on a GPU with the CUDA im2col kernel either: it builds any layout in one launch.
     WP = width + 2 * padding[1]
     junk = WP - OW
@@ -226,3 +230,39 @@ def _channels_first(gy, pitch):
     out[..., OW:] = 0
     out[..., :OW] = gy.transpose(1, 0, 2, 3)
     return out.reshape(OC, -1)
+
+
+class Conv2d(taught.Conv2d):
+    """ops/conv.py's Conv2d with the products above."""
+
+    def forward(self, x, W, b):
+        self.args = taught.check_args("conv2d", x, W, b, *self.args)
+        self.x, self.W, self.has_bias = x, W, b is not None
+        return conv_forward(x, W, b, self.args)
+
+    def backward(self, gy):
+        x, W = self.x, self.W
+        want_gx, want_gW, want_gb = self.needs_input_grad
+        gx = conv_input_grad(gy, W, x.shape, self.args) if want_gx else None
+        gW = conv_weight_grad(x, gy, W.shape, self.args) if want_gW else None
+        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and want_gb else None
+        return gx, gW, gb
+
+
+class ConvTranspose2d(taught.ConvTranspose2d):
+    """ops/conv.py's ConvTranspose2d with the products above (and the tiled ones of a U-Net's upsampling)."""
+
+    def forward(self, x, W, b):
+        self.args = taught.check_args("conv_transpose2d", x, W, b, *self.args, self.output_padding)
+        y_shape = taught.transposed_shape(x, W, self.args, self.output_padding)
+        self.x, self.W, self.has_bias = x, W, b is not None
+        y = conv_input_grad(x, W, y_shape, self.args)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, gy):
+        want_gx, want_gW, want_gb = self.needs_input_grad
+        gx, gW = conv_transpose_grads(gy, self.x, self.W, self.args, want_gx, want_gW)
+        gb = gy.sum(axis=(0, 2, 3)) if self.has_bias and want_gb else None
+        return gx, gW, gb

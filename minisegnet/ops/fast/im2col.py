@@ -1,22 +1,23 @@
-"""The fast im2col / col2im behind ops/im2col.py: scratch buffers, whole-row columns, CUDA kernels.
+"""Fast im2col / col2im for the fast convolutions: scratch buffers, whole-row columns, CUDA kernels.
 
 Same columns as the readable loops in ops/im2col.py (the tests compare them), built for speed:
 
-- ``im2col`` / ``col2im`` pad into a scratch buffer reused from call to call (ops/workspace.py)
+- ``im2col`` / ``col2im`` pad into a scratch buffer reused from call to call (fast/workspace.py)
   instead of a fresh array, can write into a caller's ``out`` array, and skip work where the
   layout allows (a 1x1 kernel is a view; windows that tile the image make col2im one reorder).
 - On CuPy each of the KH*KW slice copies is a kernel launch (~10 us of host time, more than the
   copy itself at U-Net sizes), so there both run one hand-written CUDA kernel instead, one
   thread per output value, with the formula of ops/im2col.py (``_IM2COL_CUDA``; col2im gathers
-  each pixel's entries). ``MINISEGNET_CUDA_KERNELS=0`` or ``reference_kernels()`` turns them off.
+  each pixel's entries). ``MINISEGNET_CUDA_KERNELS=0`` turns them off (minisegnet/cuda.py).
 - ``shifted_im2col`` / ``shifted_col2im``: for stride 1, columns in whole padded rows, so each
-  kernel offset is one contiguous run per image (conv_fast.py uses them).
+  kernel offset is one contiguous run per image (fast/conv.py uses them).
 """
 
 import numpy as np
 
-from ..backend import as_strided, cuda_kernel, get_array_module
-from .sizes import conv_args, conv_out_size, window
+from ...backend import get_array_module
+from ...cuda import cuda_kernel
+from ..sizes import conv_args, conv_out_size, window
 from .workspace import scratch
 
 # The CUDA kernels: arguments (input, sizes..., output). In CuPy's kernels ``i`` is the index of the
@@ -152,7 +153,7 @@ def shifted_im2col(x, kernel_size, padding=0, dilation=1, windows=None, out=None
     Only the first OW of every WP values per output row are real windows; the other WP - OW
     straddle the edge into the next row (junk, zero-padded at the very end) and callers drop
     them. ``windows`` = (OH, OW) as in ``im2col``. ``out`` is an optional array of col's shape.
-    Same column rows (c, i, j) as ``im2col(batch_first=False)``; conv_fast.py uses this form for stride 1.
+    Same column rows (c, i, j) as ``im2col(batch_first=False)``; fast/conv.py uses this form for stride 1.
     """
     runs = shifted_runs(x, kernel_size, padding, dilation, windows)
     C, KH, KW, N, L = runs.shape
@@ -167,7 +168,7 @@ def shifted_runs(x, kernel_size, padding=0, dilation=1, windows=None):
 
     runs[c, i, j, n] is the run flat[c, n, i*DH*WP + j*DW :][:OH*WP] of a padded copy of x in a scratch
     buffer (valid until the next call on this thread). A range of runs[..., r0*WP : r1*WP] is the
-    columns of output rows r0..r1-1 alone (conv_fast.py builds those of a large image band by band).
+    columns of output rows r0..r1-1 alone (fast/conv.py builds those of a large image band by band).
     """
     (KH, KW), _, (PH, PW), (DH, DW) = conv_args(kernel_size, 1, padding, dilation)
     N, C, H, Wd = x.shape
@@ -176,14 +177,14 @@ def shifted_runs(x, kernel_size, padding=0, dilation=1, windows=None):
     xpad[:, :, PH : PH + H, PW : PW + Wd] = x.transpose(1, 0, 2, 3)
     WP = Wd + 2 * PW
     sc, sn, sq = flat.strides
-    return as_strided(flat, (C, KH, KW, N, OH * WP), (sc, DH * WP * sq, DW * sq, sn, sq))  # ends inside the slack
+    return _as_strided(flat, (C, KH, KW, N, OH * WP), (sc, DH * WP * sq, DW * sq, sn, sq))  # ends inside the slack
 
 
 def shifted_col2im(col, x_shape, kernel_size, padding=0, dilation=1, windows=None, out=None):
     """The adjoint of ``shifted_im2col``: col (C*KH*KW, N*OH*WP) -> gx (N, C, H, W).
 
     The junk entries of col (the last WP - OW of each row of WP) must be zero: they land on real
-    pixels. conv_fast.py guarantees that by zeroing them in the output gradient before the product.
+    pixels. fast/conv.py guarantees that by zeroing them in the output gradient before the product.
     """
     (KH, KW), _, (PH, PW), (DH, DW) = conv_args(kernel_size, 1, padding, dilation)
     N, C, H, Wd = x_shape
@@ -224,3 +225,12 @@ def _zero_border(padded, H, Wd, PH, PW):
     for border in (np.s_[..., :PH, :], np.s_[..., PH + H :, :], np.s_[..., :PW], np.s_[..., PW + Wd :]):
         padded[border] = 0
     return padded
+
+
+def _as_strided(a, shape, strides):
+    # A read-only view of a with the given shape and byte strides (NumPy's or CuPy's as_strided). Nothing is
+    # checked: every index of the view must land inside a.
+    xp = get_array_module(a)
+    if xp is np:
+        return np.lib.stride_tricks.as_strided(a, shape, strides, writeable=False)
+    return xp.lib.stride_tricks.as_strided(a, shape, strides)

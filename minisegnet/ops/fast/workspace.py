@@ -1,17 +1,15 @@
 """Work space for the convolutions: reused scratch buffers, batch chunks, and threads to run them.
 
-conv_fast.py cuts a batch into chunks whose column matrix is about ``CHUNK_BYTES``, builds each
+fast/conv.py cuts a batch into chunks whose column matrix is about ``CHUNK_BYTES``, builds each
 chunk's columns in a scratch buffer that is reused from call to call, and runs its products.
-Measured (benchmarks/bench_conv.py): a fresh array KH*KW times the input's size costs its page
-faults on every call, and a cache-sized chunk is faster than the whole batch at once.
+A fresh array KH*KW times the input's size would cost its page faults on every call, and a
+cache-sized chunk is faster than the whole batch at once (benchmarks/bench_conv.py measures both).
 
 Chunks are independent (each writes its own images of the output), so with
 ``set_num_threads(n)``, n >= 2, the calling thread and n - 1 of ours work through them at once,
 each calling BLAS on one thread. NumPy releases the GIL inside copies and matrix products, so the threads really
-run in parallel, and unlike BLAS's own threads they share the copies as well as the products.
-Measured on 2 cores (benchmarks/results/conv_cpu.md): about even with BLAS's two threads over the
-benchmark's shapes, 17% faster on the largest, up to 27% slower on small ones, where waking a
-thread (~0.1 ms) is a real part of the work.
+run in parallel, and unlike BLAS's own threads they share the copies as well as the products
+(benchmarks/results/conv_cpu.md compares the two).
 
 ``over_batch`` hands the same slices to elementwise work (batch norm, ReLU, max pooling): one core does not use
 the memory bandwidth of two, and NumPy releases the GIL in these loops too.
@@ -23,12 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..backend import get_array_module, get_num_threads
+from ...backend import get_array_module
+from ...threads import get_num_threads
 
 CHUNK_BYTES = 4 << 20
-# Less column data than this in all: one thread. Waking a thread costs ~0.1 ms here; measured on 2 cores, a
-# (2, 16->16, 32x32) conv (1.25 MB of columns) took 1.8 ms on two threads against 1.0 ms on one, an (8, 128->128,
-# 8x8) one (2.4 MB) 6.0-6.6 ms against 8.0-8.4 ms.
+# Less column data than this in all: one thread, since waking a thread (about 0.1 ms) costs more than it saves.
 PARALLEL_BYTES = 2 << 20
 _scratch = {}
 _pool = None  # a ThreadPoolExecutor, made at the first parallel call
@@ -81,8 +78,8 @@ def row_bands(rows, bytes_per_row, xp=np):
     """[(r0, r1), ...] covering range(rows) in near-equal bands of about ``CHUNK_BYTES`` at most; [(0, rows)] on a GPU.
 
     For one image whose columns alone are larger than a chunk (a 3x3 convolution of 16 channels at
-    128 x 128 has 9.6 MB): conv_fast.py builds and multiplies them a band of output rows at a time.
-    Measured on one core (16, 32->16, 128x128 forward): 64 ms for whole images, 35-40 ms in bands of 8-32 rows.
+    128 x 128 has 9.6 MB): fast/conv.py builds and multiplies them a band of output rows at a time, so a band's
+    columns stay in cache while the product reads them.
     """
     if xp is not np:
         return [(0, rows)]

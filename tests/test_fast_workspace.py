@@ -1,4 +1,4 @@
-"""ops/workspace.py: reused scratch buffers, batch chunks, and the threads that run them."""
+"""ops/fast/workspace.py: reused scratch buffers, batch chunks, and the threads that run them."""
 
 import os
 import signal
@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import minisegnet.ops as F
-import minisegnet.ops.workspace as workspace
-from minisegnet.backend import get_array_module, get_num_threads, set_num_threads, to_numpy
-from minisegnet.ops.im2col_fast import cuda_columns
-from minisegnet.ops.workspace import CHUNK_BYTES, PARALLEL_BYTES, batch_chunks, row_bands, run_chunks
+import minisegnet.ops.fast.workspace as workspace
+from minisegnet.backend import get_array_module, to_numpy
+from minisegnet.ops.fast.im2col import cuda_columns
+from minisegnet.ops.fast.workspace import CHUNK_BYTES, PARALLEL_BYTES, batch_chunks, row_bands, run_chunks
+from minisegnet.threads import get_num_threads, set_num_threads
 
 from utils import rand, rel_error
 
