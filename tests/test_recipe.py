@@ -58,33 +58,6 @@ def test_black_and_white_masks_are_refused_and_mapped_with_mask_values(tmp_path)
     assert train.num_classes == 2 and set(np.unique(train.masks)) == {0, 1}
 
 
-@pytest.mark.parametrize(
-    "labels, kw, message",
-    [
-        ([0, 1, 2, 200], {}, "label 200, far beyond the others .*--mask-values 0,1,2,200.*--num-classes 201"),
-        ([0, 0, 0, 0], {}, "no foreground label"),
-        ([0, 1, 2, 3], {"num_classes": 3}, "label 3, outside --num-classes 3"),
-        ([0, 1, 40000, 2], {}, "more than 256 classes"),
-        ([0, 1, 2, 7], {"values": [0, 1, 2]}, "the value 7, which --mask-values"),
-    ],
-)
-def test_labels_that_would_train_a_useless_model_are_one_line_errors(labels, kw, message):
-    masks = np.array(labels).reshape(1, 2, 2)
-    with pytest.raises(ValueError, match=message):
-        if "values" in kw:
-            recipe.map_mask_values(masks, kw["values"], "x")
-        else:
-            recipe.check_masks(masks, "x", kw.get("num_classes", 0))
-
-
-def test_explicit_num_classes_and_mask_values_are_accepted():
-    assert recipe.check_masks(np.array([[0, 1], [2, 200]]), "x", num_classes=201) == 201
-    masks = recipe.map_mask_values(np.array([[0, 50], [255, 100]]), [0, 100, 50], "x")
-    np.testing.assert_array_equal(masks, [[0, 2], [255, 1]])  # 255 not listed: still the ignore label
-    with pytest.raises(ValueError, match="--mask-values '0,a'"):
-        recipe.parse_mask_values("0,a")
-
-
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"batch_size": -4}, {"lr": float("nan")}, {"depth": 1.5}])
 def test_check_names_the_flag_of_a_bad_number(bad):
     (field, value), *_ = bad.items()
