@@ -31,7 +31,7 @@ HELP = {
     "block": "U-Net block: plain | residual | dense",
     "up": "U-Net upsampling: transpose | bilinear | unpool",
     "base_channels": "channels of the first level (doubled at each level below)",
-    "depth": "U-Net levels below the first (sides must divide by 2**depth)",
+    "depth": "U-Net levels below the first, 1 to 8 (sides must divide by 2**depth)",
     "loss": "ce | dice | ce+dice (soft Dice over the whole batch, one per class, averaged over classes)",
     "class_weights": "none | balanced (inverse class frequency in the training masks)",
     "border_weights": "multiply cross-entropy by the U-Net paper's border weight map",

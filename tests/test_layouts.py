@@ -238,3 +238,74 @@ def test_a_resumed_run_on_random_crops_ends_with_the_uninterrupted_weights(tmp_p
     full, cut = (io.load(tmp_path / n / "checkpoint_last.npz")["model"] for n in "ab")
     for name in full:
         np.testing.assert_array_equal(full[name], cut[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        pytest.param(lambda text: text.replace("\n", "\r\n").encode(), id="crlf"),
+        pytest.param(lambda text: b"\xef\xbb\xbf" + text.encode(), id="utf8-bom"),
+        pytest.param(lambda text: text.encode("utf-16"), id="utf16-bom"),
+        pytest.param(lambda text: ("# written by a tool\n\n" + text + "\n\n  \n").encode(), id="comments-blanks"),
+    ],
+)
+def test_split_lists_are_read_as_the_tools_that_write_them_do(encode, tmp_path):
+    write_tree(tmp_path, "pet")
+    for name, names in (("trainval.txt", [f"a{i}" for i in range(6)]), ("test.txt", ["b0", "b1"])):
+        text = "".join(f"{n} 1 1 1\n" for n in names)
+        (tmp_path / "annotations" / name).write_bytes(encode(text))
+    train, val = load_layout(tmp_path, 16)
+    assert [p.name for p in train.image_files] == [f"a{i}.jpg" for i in range(6)] and len(val) == 2
+
+
+def test_a_split_list_that_is_not_text_names_itself(tmp_path):
+    write_tree(tmp_path, "voc")
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"b0\n\xff\xfe\xfa")
+    with pytest.raises(ValueError, match=r"split file .*val\.txt is not UTF-8 text"):
+        load_layout(tmp_path, 16)
+
+
+def test_splits_that_share_an_image_are_refused(tmp_path):
+    write_tree(tmp_path, "voc")
+    lists = tmp_path / "ImageSets" / "Segmentation"
+    (lists / "val.txt").write_text((lists / "train.txt").read_text())  # val.txt a copy of train.txt
+    with pytest.raises(ValueError, match=r"6 image\(s\) are in both .*train\.txt and .*val\.txt \(e\.g\. a0\.jpg\)"):
+        load_layout(tmp_path, 16)
+    (lists / "val.txt").write_text("b0\na3\n")  # one shared
+    with pytest.raises(ValueError, match=r"1 image\(s\) are in both .*: validation would score images the model"):
+        load_layout(tmp_path, 16)
+
+
+def test_an_all_void_split_is_refused_when_the_data_is_built_reading_one_mask_of_a_real_one(tmp_path, monkeypatch):
+    import minisegnet.data.layouts as layouts
+
+    write_tree(tmp_path, "cityscapes")
+    reads = []
+    counting = layouts.mask_labels
+    monkeypatch.setattr(layouts, "mask_labels", lambda path, palette=None: reads.append(path) or counting(path))
+    load_layout(tmp_path, 16)
+    assert len(reads) == 2  # the first mask of each split holds a class
+    for mask in sorted((tmp_path / "gtFine" / "val").glob("*/*.png")):
+        Image.fromarray(np.full((40, 48), 4, np.uint8)).save(mask)  # id 4 ("static"): not a training class
+    with pytest.raises(ValueError, match=r"every pixel of the 2 masks of cityscapes .* val is ignored .*19 classes"):
+        load_layout(tmp_path, 16)
+
+
+def test_a_photo_marked_rotate_90_fits_its_upright_mask_on_every_path(tmp_path):
+    from test_images import rotated
+
+    from minisegnet.recipe import TrainConfig, load_datasets
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for i in range(5):
+        stored = np.zeros((32, 48, 3), np.uint8)
+        stored[:16, :16] = (255, 255, 255)  # top left as stored: top right upright
+        mask = np.zeros((48, 32), np.uint8)  # drawn on the upright picture
+        mask[:16, -16:] = 1 + rng.integers(0, 2)
+        _save(tmp_path / "masks" / f"{i}.png", mask)
+        rotated(tmp_path / "images" / f"{i}.jpg", stored)
+    for data, size in ((str(tmp_path), 32), (f"folder:{tmp_path}", 16)):
+        train, _ = load_datasets(TrainConfig(data=data, size=size))
+        image, mask = train[0]
+        assert mask[: size // 3, -size // 3 :].all() and image[:, : size // 3, -size // 3 :].mean() > 0.9, data

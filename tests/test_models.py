@@ -241,3 +241,15 @@ def test_zero_init_residual_starts_every_residual_branch_at_zero():
     loss.backward()
     opt.step()
     assert np.any(block.bn2.weight.data != 0)
+
+
+def test_one_rule_gives_the_side_multiple_and_the_nearest_valid_sides():
+    from minisegnet.models import nearest_sides, side_multiple
+
+    assert [side_multiple("unet", 3), side_multiple("segnet", 2), side_multiple("fcn8s", 3)] == [8, 4, 32]
+    assert [nearest_sides(20, 8), nearest_sides(5, 8), nearest_sides(16, 8), nearest_sides(33, 32)] == [
+        "24 or 16",
+        "8",
+        "16",
+        "64 or 32",
+    ]

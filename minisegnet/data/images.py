@@ -27,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .palette import mask_from_rgb
 
-ORIENTATION = 0x0112  # the EXIF tag; its values 5..8 turn the picture by 90 degrees, swapping width and height
+ORIENTATION = 0x0112  # the EXIF tag of how to turn or flip the stored pixels for display
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # grayscale of more than 8 bits
 INDEX_MODES = ("1", "L", "P", *SIXTEEN_BIT)  # masks whose pixel value (or palette index) is the label
 # Image.open changes the process's warning filters to silence Pillow's own size warning (ours is an error):
@@ -43,8 +43,8 @@ def max_pixels():
 
 def _too_large(path, found, limit):
     return (
-        f"{path} is {found}, more than the {limit:,} pixels minisegnet reads (PIL.Image.MAX_IMAGE_PIXELS): "
-        "downscale it or cut it into tiles first"
+        f"{path} has {found} pixels, more than the {limit:,} minisegnet reads (PIL.Image.MAX_IMAGE_PIXELS, Pillow's "
+        "guard against decompression bombs): downscale it or cut it into tiles first"
     )
 
 
@@ -59,21 +59,21 @@ def open_image(path):
             im = Image.open(path)
     except Image.DecompressionBombError as err:  # more than twice the limit: Pillow refuses before we see the size
         pixels = re.search(r"\((\d+) pixels\)", str(err))
-        found = f"{int(pixels[1]):,} pixels" if pixels else f"more than {2 * limit:,} pixels"
+        found = f"{int(pixels[1]):,}" if pixels else f"more than {2 * limit:,}"
         raise ValueError(_too_large(path, found, limit)) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
     with im:
         W, H = im.size
         if limit is not None and W * H > limit:
-            raise ValueError(_too_large(path, f"{W}x{H} ({W * H:,} pixels)", limit))
+            raise ValueError(_too_large(path, f"{W}x{H} = {W * H:,}", limit))
         yield im
 
 
-def _turned(im, path):
-    # True when the EXIF orientation turns the picture by 90 degrees (values 5..8), swapping width and height.
+def _orientation(im, path):
+    # The EXIF orientation, 1 (as stored) to 8; 5..8 turn the picture by 90 degrees, swapping width and height.
     try:
-        return im.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+        return im.getexif().get(ORIENTATION, 1)
     except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
 
@@ -81,18 +81,21 @@ def _turned(im, path):
 def upright_size(im, path):
     """(H, W) of an opened picture once turned upright as its EXIF orientation says."""
     W, H = im.size
-    return (W, H) if _turned(im, path) else (H, W)
+    return (W, H) if _orientation(im, path) in (5, 6, 7, 8) else (H, W)
 
 
 def decode(im, path, mask=False, draft=None):
     """An opened picture decoded, upright, in a mode NumPy reads: "RGB" or "F" (0..1, from 16-bit) for an image,
     an index mode or "RGB" for a mask. ``draft`` (H, W): a JPEG may be decoded at a reduced scale still that big."""
-    turned = _turned(im, path)
+    orientation = _orientation(im, path)
     try:
         if draft is not None and not mask and im.format == "JPEG":
-            H, W = draft[::-1] if turned else draft
+            H, W = draft[::-1] if orientation in (5, 6, 7, 8) else draft
             im.draft(None, (W, H))  # decode at the smallest of 1/1..1/8 scale still at least W x H
-        im = ImageOps.exif_transpose(im)  # decodes the picture
+        if orientation == 1:
+            im.load()  # decodes the picture in place (exif_transpose would decode a copy)
+        else:
+            im = ImageOps.exif_transpose(im)  # decodes the picture, turned upright
     except (OSError, SyntaxError, ValueError) as err:  # a truncated or corrupt file fails only now
         raise ValueError(f"cannot read {path}: {err}") from err
     if mask:
