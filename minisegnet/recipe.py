@@ -17,7 +17,7 @@ from . import data, models, optim
 from . import ops as F
 from .backend import to_device, to_numpy
 from .data import layouts
-from .data.labels import IGNORE_INDEX
+from .data.labels import IGNORE_INDEX, MAX_CLASSES
 from .nn import manual_seed
 
 WARMUP_STEPS = 200  # the learning rate rises over this many steps first: a fast start without early blow-ups
@@ -52,8 +52,8 @@ HELP = {
     "blas_threads": "threads of the BLAS library (NumPy's matrix products) on the CPU, 0 for all cores (1 is "
     "fastest for the default model on 2 cores: the other core draws the next epoch's images); minisegnet's own "
     "convolution threads are minisegnet.set_num_threads",
-    "num_classes": "number of classes of a folder's masks (0: count them); a label outside 0..N-1 (but 255) is an "
-    "error naming the file",
+    "num_classes": "number of classes of a folder's masks, at most 256 (0: count them); a label outside 0..N-1 "
+    "(but 255) is an error naming the file",
     "mask_values": "comma-separated mask values that are the classes 0, 1, 2, ... in a folder's masks, e.g. 0,255 "
     "for black-and-white masks (default: the values are the classes)",
     "out": "folder that holds the run folders",
@@ -141,8 +141,8 @@ LOWEST = {
     "num_classes": 0,
 }
 # The largest value of the fields that have one: a U-Net of depth 8 already takes only sides divisible by 256 and
-# has 256 x base_channels channels at its bottom level.
-HIGHEST = {"depth": 8}
+# has 256 x base_channels channels at its bottom level; more classes than MAX_CLASSES are stray or 16-bit labels.
+HIGHEST = {"depth": 8, "num_classes": MAX_CLASSES}
 
 
 SYNTHETIC = ("shapes", "digits")

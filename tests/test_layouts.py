@@ -309,3 +309,20 @@ def test_a_photo_marked_rotate_90_fits_its_upright_mask_on_every_path(tmp_path):
         train, _ = load_datasets(TrainConfig(data=data, size=size))
         image, mask = train[0]
         assert mask[: size // 3, -size // 3 :].all() and image[:, : size // 3, -size // 3 :].mean() > 0.9, data
+
+
+@pytest.mark.parametrize("layout", ["voc", "folder"])
+def test_a_huge_picture_is_named_when_the_data_is_built(layout, tmp_path):
+    from test_images import header_only_png
+
+    write_tree(tmp_path, "voc")
+    data = str(tmp_path)
+    if layout == "folder":
+        (tmp_path / "JPEGImages").rename(tmp_path / "images")
+        (tmp_path / "SegmentationClass").rename(tmp_path / "masks")
+        data = f"folder:{tmp_path}"
+    images = tmp_path / ("images" if layout == "folder" else "JPEGImages")
+    (images / "b1.jpg").unlink()
+    huge = header_only_png(images / ("b1.png" if layout == "folder" else "b1.jpg"), 20000, 20000)
+    with pytest.raises(ValueError, match=rf"^{huge} has 400,000,000 pixels, more than the [0-9,]+ minisegnet reads"):
+        load_layout(data, 16, num_classes=21)

@@ -136,6 +136,8 @@ def test_depth_is_held_to_a_range_that_cannot_suggest_an_absurd_size():
     with pytest.raises(ValueError, match="--depth 40 is out of range: expected a whole number from 1 to 8"):
         TrainConfig(depth=40).check()
     assert TrainConfig(depth=8).check().depth == 8
+    with pytest.raises(ValueError, match="--num-classes 65536 is out of range: expected a whole number from 0 to 256"):
+        TrainConfig(num_classes=65536).check()
 
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"batch_size": -4}, {"lr": float("nan")}, {"depth": 1.5}])

@@ -30,8 +30,9 @@ from .palette import mask_from_rgb
 ORIENTATION = 0x0112  # the EXIF tag of how to turn or flip the stored pixels for display
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")  # grayscale of more than 8 bits
 INDEX_MODES = ("1", "L", "P", *SIXTEEN_BIT)  # masks whose pixel value (or palette index) is the label
-# Image.open changes the process's warning filters to silence Pillow's own size warning (ours is an error):
-# one thread at a time, so the prefetching DataLoader thread and the main thread cannot undo each other's.
+# Silencing Pillow's own size warning while a file is opened (the size check below is the error) changes the
+# process's warning filters: one thread at a time, so the DataLoader's reading thread and the main thread cannot
+# restore each other's filters in the wrong order.
 _OPENING = threading.Lock()
 
 
@@ -61,7 +62,7 @@ def open_image(path):
         pixels = re.search(r"\((\d+) pixels\)", str(err))
         found = f"{int(pixels[1]):,}" if pixels else f"more than {2 * limit:,}"
         raise ValueError(_too_large(path, found, limit)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read {path}: {err}") from err
     with im:
         W, H = im.size
@@ -118,7 +119,7 @@ def fit(im, size=None, box=None, mask=False):
     return im
 
 
-def image_array(im, path):
+def image_array(im):
     """A decoded picture -> (3, H, W) float32 in [0, 1]: grayscale copied to 3 channels, alpha dropped."""
     if im.mode == "F":
         return np.repeat(np.clip(np.asarray(im, dtype=np.float32), 0, 1)[None], 3, axis=0)
@@ -159,7 +160,7 @@ def labels_in(im, path, palette=None):
 def load_image(path, size=None):
     """Image file -> (3, H, W) float32 in [0, 1], or (3, *size) resized; grayscale to 3 channels, alpha dropped."""
     with open_image(path) as im:
-        return image_array(fit(decode(im, path, draft=size), size), path)
+        return image_array(fit(decode(im, path, draft=size), size))
 
 
 def load_mask(path, palette=None):

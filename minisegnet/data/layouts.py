@@ -17,7 +17,8 @@ only as far as needed for its shorter side to reach ``size`` and then cropped: a
 ``images.py``: upright as their EXIF says, refused from their header when huge, resized while still 8-bit.
 
 A data set is refused when it is built, not some epochs into training: a split that is empty, splits that share
-an image, a split whose masks are all ignored (void) pixels, and for a folder the label problems of ``labels.py``.
+an image, a picture that is unreadable or too large (from its header), a split whose masks are all ignored (void)
+pixels, and for a folder the label problems of ``labels.py``.
 """
 
 import codecs
@@ -233,7 +234,7 @@ class LayoutDataset:
             if (H, W) != (MH, MW):
                 raise ValueError(f"mask {mask_file} is {MH}x{MW} but image {image_file} is {H}x{W} (height x width)")
             size, box = self._geometry(i, H, W) if resize else (None, None)
-            image = image_array(fit(decode(im, image_file, draft=size), size, box), image_file)
+            image = image_array(fit(decode(im, image_file, draft=size), size, box))
             mask = decode(mk, mask_file, mask=True)
             self.classes(labels_in(mask, mask_file, palette), mask_file)  # every label on disk, not only those kept
             labels = mask_array(fit(mask, size, box, mask=True), mask_file, palette)
@@ -293,6 +294,9 @@ def load_layout(data, size, crop=False, seed=0, mask_values="", num_classes=0):
         train, val = (split_files(layout, root, split) for split in ("train", "val"))
         _refuse_shared(train, val)
         train, val = train[:2], val[:2]
+    for path in train[0] + train[1] + val[0] + val[1]:
+        with open_image(path):  # the header only: an unreadable or huge picture is named now, not mid-training
+            pass
     sets = (
         LayoutDataset(layout, *train, size, crop, random=True, seed=seed, name=f"{layout} {root} train", folder=folder),
         LayoutDataset(layout, *val, size, crop, random=False, seed=seed, name=f"{layout} {root} val", folder=folder),
