@@ -44,6 +44,21 @@ def count_parameters(model):
     return int(sum(p.size for p in model.parameters()))
 
 
+def side_multiple(model="unet", depth=4):
+    """Image sides a network takes are multiples of this: 2**depth for a U-Net or SegNet (each level halves
+    the sides, and the decoder must double them back to the same size), 32 for an FCN (five 2x poolings).
+    ``model``: "unet", "segnet", "fcn8s", "fcn16s", "fcn32s"."""
+    return 32 if str(model).startswith("fcn") else 2**depth
+
+
+def nearest_sides(n, multiple):
+    """The valid sides nearest to ``n``, as text: the next multiple of ``multiple`` up, then the one below
+    (``nearest_sides(20, 8)`` -> "24 or 16"; ``nearest_sides(5, 8)`` -> "8")."""
+    below = n // multiple * multiple
+    above = below + multiple if below < n else below
+    return f"{above} or {below}" if 0 < below < above else f"{above}"
+
+
 def _check_input(model, x, multiple):
     # One readable error for the two usual mistakes: the wrong number of channels, an unusable size.
     if x.ndim != 4:
@@ -57,12 +72,9 @@ def _check_input(model, x, multiple):
         return
     for name, n in (("height", x.shape[2]), ("width", x.shape[3])):
         if n % multiple:
-            below = n // multiple * multiple
-            above = below + multiple
-            nearest = f"{below} or {above}" if below else f"{above}"
             raise ValueError(
                 f"input {name} {n} is not divisible by {multiple} (2**{int(np.log2(multiple))} for "
-                f"{model._why_multiple}); nearest valid sizes: {nearest}"
+                f"{model._why_multiple}); nearest valid sizes: {nearest_sides(n, multiple)}"
                 + ("; or pass pad_input=True" if hasattr(model, "pad_input") else "")
             )
 
@@ -133,10 +145,10 @@ class UNet(Module):
 
     def forward(self, x):
         x = as_tensor(x)
-        _check_input(self, x, 2**self.depth)
+        _check_input(self, x, side_multiple("unet", self.depth))
         H, W = x.shape[2:]
         if self.pad_input:
-            m = 2**self.depth
+            m = side_multiple("unet", self.depth)
             PH, PW = -H % m, -W % m
             x = F.pad(x, ((0, 0), (0, 0), (PH // 2, PH - PH // 2), (PW // 2, PW - PW // 2)))
         features, indices = [], []
@@ -239,7 +251,7 @@ class FCN(Module):
 
     def forward(self, x):
         x = as_tensor(x)
-        _check_input(self, x, 32)
+        _check_input(self, x, side_multiple("fcn"))
         pool3 = self.stage3(self.stage2(self.stage1(x)))
         pool4 = self.stage4(pool3)
         score = self.score_fr(self.fc7(self.fc6(self.stage5(pool4))))

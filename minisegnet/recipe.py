@@ -17,7 +17,7 @@ from . import data, models, optim
 from . import ops as F
 from .backend import to_device, to_numpy
 from .data import layouts
-from .data.folder import IGNORE_INDEX
+from .data.labels import IGNORE_INDEX, MAX_CLASSES
 from .nn import manual_seed
 
 WARMUP_STEPS = 200  # the learning rate rises over this many steps first: a fast start without early blow-ups
@@ -31,7 +31,7 @@ HELP = {
     "block": "U-Net block: plain | residual | dense",
     "up": "U-Net upsampling: transpose | bilinear | unpool",
     "base_channels": "channels of the first level (doubled at each level below)",
-    "depth": "U-Net levels below the first (sides must divide by 2**depth)",
+    "depth": "U-Net levels below the first, 1 to 8 (sides must divide by 2**depth)",
     "loss": "ce | dice | ce+dice (soft Dice over the whole batch, one per class, averaged over classes)",
     "class_weights": "none | balanced (inverse class frequency in the training masks)",
     "border_weights": "multiply cross-entropy by the U-Net paper's border weight map",
@@ -52,8 +52,8 @@ HELP = {
     "blas_threads": "threads of the BLAS library (NumPy's matrix products) on the CPU, 0 for all cores (1 is "
     "fastest for the default model on 2 cores: the other core draws the next epoch's images); minisegnet's own "
     "convolution threads are minisegnet.set_num_threads",
-    "num_classes": "number of classes of a folder's masks (0: count them); a label outside 0..N-1 (but 255) is an "
-    "error naming the file",
+    "num_classes": "number of classes of a folder's masks, at most 256 (0: count them); a label outside 0..N-1 "
+    "(but 255) is an error naming the file",
     "mask_values": "comma-separated mask values that are the classes 0, 1, 2, ... in a folder's masks, e.g. 0,255 "
     "for black-and-white masks (default: the values are the classes)",
     "out": "folder that holds the run folders",
@@ -113,12 +113,13 @@ class TrainConfig:
     def check(self):
         """Raise a ValueError naming the first numeric field whose value cannot make a run, and its flag."""
         for field, low in LOWEST.items():
-            value = getattr(self, field)
+            value, high = getattr(self, field), HIGHEST.get(field, float("inf"))
             whole = isinstance(getattr(TrainConfig, field), int)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < float("inf")
-            if not (number and value >= low and (value > 0 or field != "lr") and (not whole or value == int(value))):
+            fits = number and low <= value <= high and (value > 0 or field != "lr")
+            if not (fits and (not whole or value == int(value))):
                 kind = "a whole number" if whole else "a finite number"
-                bound = "> 0" if field == "lr" else f">= {low}"
+                bound = "> 0" if field == "lr" else f">= {low}" if high == float("inf") else f"from {low} to {high}"
                 raise ValueError(f"--{field.replace('_', '-')} {value!r} is out of range: expected {kind} {bound}")
         return self
 
@@ -128,7 +129,7 @@ QUICK = {"epochs": 2, "n_train": 32, "n_val": 16, "size": 32, "batch_size": 8, "
 # The smallest value of each numeric field that makes a run (lr must also be > 0).
 LOWEST = {
     "base_channels": 1,
-    "depth": 0,
+    "depth": 1,
     "lr": 0,
     "weight_decay": 0,
     "epochs": 1,
@@ -139,6 +140,9 @@ LOWEST = {
     "blas_threads": 0,
     "num_classes": 0,
 }
+# The largest value of the fields that have one: a U-Net of depth 8 already takes only sides divisible by 256 and
+# has 256 x base_channels channels at its bottom level; more classes than MAX_CLASSES are stray or 16-bit labels.
+HIGHEST = {"depth": 8, "num_classes": MAX_CLASSES}
 
 
 SYNTHETIC = ("shapes", "digits")
@@ -149,6 +153,8 @@ def load_datasets(cfg):
 
     For the generated data sets the training set is epoch 0's (``epoch_data``).
     """
+    if cfg.data in ("shapes", "digits", "nuclei") or layouts.parse(cfg.data) is not None:
+        check_size(cfg, cfg.size, cfg.size)  # before any image is made or read
     if cfg.data == "shapes":
         # A different seed draws different shapes, positions, colours and backgrounds: held-out images.
         return epoch_data(cfg, 0), data.shapes(cfg.n_val, cfg.size, seed=cfg.seed + 10_000)
@@ -157,7 +163,7 @@ def load_datasets(cfg):
     if cfg.data == "nuclei":
         return data.nuclei("train", size=cfg.size), data.nuclei("val", size=cfg.size)
     if layouts.parse(cfg.data) is not None:
-        return layouts.from_config(cfg)
+        return layouts.load_layout(cfg.data, cfg.size, cfg.crop, cfg.seed, cfg.mask_values, cfg.num_classes)
     if Path(cfg.data).is_dir():
         return _folder_split(cfg)
     raise ValueError(f"unknown data {cfg.data!r}: expected shapes, digits, nuclei or a folder with images/ and masks/")
@@ -177,79 +183,22 @@ def epoch_data(cfg, epoch):
 
 
 def _folder_split(cfg):
-    # Your own images: read every pair once, check the labels, hold out a seeded 20% for validation.
-    values = parse_mask_values(cfg.mask_values)
-    folder = data.FolderDataset(cfg.data, num_classes=None if values or not cfg.num_classes else cfg.num_classes)
-    pairs = [folder[i] for i in range(len(folder))]
-    sizes = sorted({image.shape[1:] for image, _ in pairs})
+    # Your own images at the size they have, held in memory: the folder:PATH reader (the same seeded split and
+    # label checks, --mask-values and --num-classes) with size=None, every pair read once.
+    sets = layouts.load_layout(f"folder:{cfg.data}", None, seed=cfg.seed, mask_values=cfg.mask_values,
+                               num_classes=cfg.num_classes)  # fmt: skip
+    pairs = [[ds[i] for i in range(len(ds))] for ds in sets]
+    sizes = sorted({image.shape[1:] for split in pairs for image, _ in split})
     if len(sizes) > 1:
-        raise ValueError(f"images in {cfg.data} have different sizes {sizes[:3]}...; resize them to one size first")
-    images, masks = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-    if values:
-        masks = map_mask_values(masks, values, cfg.data)
-    num_classes = check_masks(masks, cfg.data, cfg.num_classes or len(values))
-    order = np.random.default_rng(cfg.seed).permutation(len(pairs))
-    n_val = max(1, len(pairs) // 5)
-    names = ("background",) + tuple(f"class {c}" for c in range(1, num_classes))
-    return (
-        data.ArrayDataset(images[order[n_val:]], masks[order[n_val:]], names, name=f"{cfg.data} train"),
-        data.ArrayDataset(images[order[:n_val]], masks[order[:n_val]], names, name=f"{cfg.data} val"),
+        raise ValueError(
+            f"images in {cfg.data} have different sizes {sizes[:3]}...; resize them to one size first, or read "
+            f"them with --data folder:{cfg.data} --size N, which resizes each"
+        )
+    check_size(cfg, *sizes[0], resized=False)
+    return tuple(
+        data.ArrayDataset([p[0] for p in split], [p[1] for p in split], ds.class_names, name=f"{cfg.data} {part}")
+        for split, ds, part in zip(pairs, sets, ("train", "val"))
     )
-
-
-MAX_CLASSES = 256  # more would be a stray label or 16-bit values, not classes (and memory for C score maps)
-
-
-def parse_mask_values(text):
-    """``"0,255"`` -> [0, 255]: the mask values that become the classes 0, 1, ...; ``""`` -> []."""
-    try:
-        values = [int(v) for v in text.split(",")] if text.strip() else []
-    except ValueError:
-        raise ValueError(f"--mask-values {text!r} must be comma-separated whole numbers, e.g. 0,255") from None
-    if len(set(values)) != len(values) or len(values) == 1:
-        raise ValueError(f"--mask-values {text!r} must name two or more different values, e.g. 0,255")
-    return values
-
-
-def map_mask_values(masks, values, source):
-    """masks (N, H, W) with ``values[k]`` -> class k; 255 not in ``values`` stays the ignore label."""
-    order = np.argsort(values)
-    ranked = np.asarray(values)[order]
-    at = np.searchsorted(ranked, masks).clip(0, len(values) - 1)
-    hit = ranked[at] == masks
-    stray = ~hit & (masks != IGNORE_INDEX)
-    if stray.any():
-        raise ValueError(f"a mask in {source} holds the value {masks[stray][0]}, which --mask-values {values} lacks")
-    return np.where(hit, order[at], IGNORE_INDEX)
-
-
-def check_masks(masks, source, num_classes=0):
-    """The number of classes of masks (N, H, W), or a ValueError for labels that would train a useless model:
-    no foreground, a label far beyond the others, more than ``MAX_CLASSES``. ``num_classes`` > 0 was given."""
-    labels = np.unique(masks)
-    labels = labels[labels != IGNORE_INDEX]
-    seen = ", ".join(map(str, np.unique(masks)[:8]))
-    if labels.size == 0 or labels.max() == 0:
-        hint = "; black-and-white masks? --mask-values 0,255 makes 255 the class 1" if IGNORE_INDEX in masks else ""
-        raise ValueError(f"the masks in {source} hold no foreground label (values: {seen}){hint}")
-    top = int(labels.max())
-    if num_classes:
-        if top >= num_classes:
-            raise ValueError(f"the masks in {source} hold label {top}, outside --num-classes {num_classes}")
-        return num_classes
-    if top >= MAX_CLASSES:
-        raise ValueError(
-            f"the masks in {source} hold label {top}: more than {MAX_CLASSES} classes; name the values that are "
-            f"classes with --mask-values (e.g. {','.join(map(str, labels[:3]))},...)"
-        )
-    mapping = f"--mask-values {','.join(map(str, labels))}"
-    second = int(labels[-2]) if labels.size > 1 else 0
-    if top > 2 * second + 8:
-        raise ValueError(
-            f"the masks in {source} hold label {top}, far beyond the others (values: {seen}); a stray label? "
-            f"Map the values to classes with {mapping}, or keep them with --num-classes {top + 1}"
-        )
-    return top + 1
 
 
 def ignore_index_of(cfg):
@@ -274,8 +223,25 @@ def build_model(cfg, in_channels, num_classes):
 
 
 def side_multiple(cfg):
-    """Image sides the model takes are multiples of this: 2**depth for a U-Net or SegNet, 32 for an FCN."""
-    return 32 if cfg.model.startswith("fcn") else 2**cfg.depth
+    """Image sides the configured model takes are multiples of this (``models.side_multiple``)."""
+    return models.side_multiple(cfg.model, cfg.depth)
+
+
+def check_size(cfg, H, W, resized=True):
+    """A ValueError naming the nearest sizes when H x W images do not fit the configured model; ``resized``:
+    the images are made at ``--size`` (else they are your own, at the size they have)."""
+    m = side_multiple(cfg)
+    if H % m == 0 and W % m == 0:
+        return
+    fcn = cfg.model.startswith("fcn")
+    what = cfg.model if fcn else f"{cfg.model} with --depth {cfg.depth}"
+    near = models.nearest_sides(max(H, W), m)
+    if resized:
+        fix = f"pass --size {near}" + ("" if fcn else ", or a smaller --depth")
+    else:
+        fix = "resize them" + ("" if fcn else ", pass a smaller --depth")
+        fix += f", or read them with --data folder:{cfg.data} --size {near}, which resizes them"
+    raise ValueError(f"{what} takes image sides divisible by {m}, but the images are {H}x{W}: {fix}")
 
 
 def make_loss(cfg, train_masks, num_classes, device):

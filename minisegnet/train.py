@@ -185,12 +185,6 @@ def _train(cfg, state, progress, on_epoch_end):
     if steps_per_epoch == 0:
         n = len(train_ds)
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; pass at most {n}")
-    side, H, W = recipe.side_multiple(cfg), *train_ds[0][0].shape[1:]
-    if H % side or W % side:
-        raise ValueError(
-            f"{cfg.model} with --depth {cfg.depth} takes image sides divisible by {side}, but the images are "
-            f"{H}x{W}: pass --size {-(-max(H, W) // side) * side} (your own images: resize them) or a smaller --depth"
-        )
     model = build_model(cfg, 3, train_ds.num_classes).to(device)
     opt, schedule = recipe.make_optimizer(cfg, model, steps_per_epoch)
     masks = np.asarray(train_ds.masks) if cfg.class_weights == "balanced" else None  # data read from disk: no masks

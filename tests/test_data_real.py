@@ -102,3 +102,15 @@ def test_nuclei_split_columns_are_disjoint():
         nuclei("test")
     with pytest.raises(ValueError, match="larger"):
         nuclei("val", size=256)
+
+
+def test_one_loader_reads_both_shipped_files_once_and_names_a_missing_one(tmp_path, monkeypatch):
+    from minisegnet.data import shipped
+
+    assert shipped.load_shipped("digits") is shipped.load_shipped("digits")  # read once
+    assert set(shipped.load_shipped("nuclei")) >= {"image", "instances"}
+    monkeypatch.setattr(shipped, "HERE", tmp_path)
+    with pytest.raises(
+        FileNotFoundError, match=r"nowhere\.npz is missing; rebuild it with .*build_datasets\.py nowhere"
+    ):
+        shipped.load_shipped("nowhere")

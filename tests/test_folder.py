@@ -130,8 +130,10 @@ def test_size_mismatch_names_both_files(good):
 
 
 def test_label_out_of_range_names_file(good):
-    with pytest.raises(ValueError, match=r"d\.png has label 3, outside 0\.\.2"):
+    with pytest.raises(ValueError, match=r"d\.png has label 3, outside 0\.\.2 for 3 classes"):
         FolderDataset(good[0], num_classes=3)[3]
+    with pytest.raises(ValueError, match=r"\.png has label 3, outside 0\.\.2"):  # every mask read once
+        FolderDataset(good[0], num_classes=3).check_labels()
 
 
 def test_duplicate_stems_jpeg_masks_and_bad_mode(good):
@@ -148,3 +150,18 @@ def test_duplicate_stems_jpeg_masks_and_bad_mode(good):
     (root / "masks" / "a.png").unlink()
     with pytest.raises(ValueError, match=r"a\.tif has PIL mode 'F'"):
         FolderDataset(root)[0]
+
+
+def test_mask_values_map_black_and_white_masks_and_unmapped_ones_are_refused(tmp_path, rng):
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:4, 2:6] = 255
+    for stem in "ab":
+        _write(tmp_path, stem, rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), mask)
+    with pytest.raises(ValueError, match=r"no foreground label \(values: 0, 255\); black-and-white masks\?"):
+        FolderDataset(tmp_path).check_labels()
+    ds = FolderDataset(tmp_path, mask_values="0,255")
+    assert ds.num_classes == 2 and ds.check_labels() == 2
+    np.testing.assert_array_equal(ds[1][1], mask // 255)
+    _write(tmp_path, "b", rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), mask // 2)  # 127: not listed
+    with pytest.raises(ValueError, match=r"mask .*b\.png holds the value 127, which --mask-values 0,255 lacks"):
+        FolderDataset(tmp_path, mask_values=[0, 255]).check_labels()

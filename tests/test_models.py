@@ -103,7 +103,7 @@ def test_fcn_starts_as_the_coarser_net_and_upsamples_bilinearly():
 
 def test_bad_sizes_name_the_size_the_depth_and_the_nearest_valid_sizes():
     model = UNet(3, 2, base_channels=4, depth=3)
-    with pytest.raises(ValueError, match=r"height 20 is not divisible by 8 \(2\*\*3 for depth=3\).*16 or 24"):
+    with pytest.raises(ValueError, match=r"height 20 is not divisible by 8 \(2\*\*3 for depth=3\).*sizes: 24 or 16"):
         model(np.zeros((1, 3, 20, 16), np.float32))
     with pytest.raises(ValueError, match=r"width 5 .* 8; or pass pad_input=True"):
         model(np.zeros((1, 3, 16, 5), np.float32))
@@ -111,7 +111,7 @@ def test_bad_sizes_name_the_size_the_depth_and_the_nearest_valid_sizes():
         model(np.zeros((1, 1, 16, 16), np.float32))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         model(np.zeros((3, 16, 16), np.float32))
-    with pytest.raises(ValueError, match=r"width 40 is not divisible by 32.*32 or 64"):
+    with pytest.raises(ValueError, match=r"width 40 is not divisible by 32.*64 or 32"):
         FCN(3, 2, base_channels=4)(np.zeros((2, 3, 32, 40), np.float32))
     with pytest.raises(ValueError, match="block"):
         UNet(block="wide")
@@ -241,3 +241,15 @@ def test_zero_init_residual_starts_every_residual_branch_at_zero():
     loss.backward()
     opt.step()
     assert np.any(block.bn2.weight.data != 0)
+
+
+def test_one_rule_gives_the_side_multiple_and_the_nearest_valid_sides():
+    from minisegnet.models import nearest_sides, side_multiple
+
+    assert [side_multiple("unet", 3), side_multiple("segnet", 2), side_multiple("fcn8s", 3)] == [8, 4, 32]
+    assert [nearest_sides(20, 8), nearest_sides(5, 8), nearest_sides(16, 8), nearest_sides(33, 32)] == [
+        "24 or 16",
+        "8",
+        "16",
+        "64 or 32",
+    ]

@@ -50,39 +50,94 @@ def binary_masks(n=10, top=255):
     return list(masks)
 
 
-def test_black_and_white_masks_are_refused_and_mapped_with_mask_values(tmp_path):
-    folder = str(mask_folder(tmp_path / "bw", binary_masks()))
-    with pytest.raises(ValueError, match="no foreground label .*--mask-values 0,255"):
-        recipe.load_datasets(TrainConfig(data=folder))
-    train, val = recipe.load_datasets(TrainConfig(data=folder, mask_values="0,255"))
-    assert train.num_classes == 2 and set(np.unique(train.masks)) == {0, 1}
+# Your own folder, held in memory (PATH) or read from disk as needed (folder:PATH): one reader, one set of checks.
+BOTH = [pytest.param(lambda root: str(root), id="memory"), pytest.param(lambda root: f"folder:{root}", id="disk")]
 
 
-@pytest.mark.parametrize(
-    "labels, kw, message",
-    [
-        ([0, 1, 2, 200], {}, "label 200, far beyond the others .*--mask-values 0,1,2,200.*--num-classes 201"),
-        ([0, 0, 0, 0], {}, "no foreground label"),
-        ([0, 1, 2, 3], {"num_classes": 3}, "label 3, outside --num-classes 3"),
-        ([0, 1, 40000, 2], {}, "more than 256 classes"),
-        ([0, 1, 2, 7], {"values": [0, 1, 2]}, "the value 7, which --mask-values"),
-    ],
-)
-def test_labels_that_would_train_a_useless_model_are_one_line_errors(labels, kw, message):
-    masks = np.array(labels).reshape(1, 2, 2)
+@pytest.mark.parametrize("form", BOTH)
+def test_black_and_white_masks_are_refused_and_mapped_with_mask_values(form, tmp_path):
+    folder = form(mask_folder(tmp_path / "bw", binary_masks()))
+    message = r"bw hold no foreground label \(values: 0, 255\); black-and-white masks\? --mask-values 0,255 makes"
     with pytest.raises(ValueError, match=message):
-        if "values" in kw:
-            recipe.map_mask_values(masks, kw["values"], "x")
-        else:
-            recipe.check_masks(masks, "x", kw.get("num_classes", 0))
+        recipe.load_datasets(TrainConfig(data=folder, size=16))
+    train, val = recipe.load_datasets(TrainConfig(data=folder, size=16, mask_values="0,255"))
+    assert train.num_classes == 2 and set(np.unique(train.masks)) == set(np.unique(val.masks)) == {0, 1}
 
 
-def test_explicit_num_classes_and_mask_values_are_accepted():
-    assert recipe.check_masks(np.array([[0, 1], [2, 200]]), "x", num_classes=201) == 201
-    masks = recipe.map_mask_values(np.array([[0, 50], [255, 100]]), [0, 100, 50], "x")
-    np.testing.assert_array_equal(masks, [[0, 2], [255, 1]])  # 255 not listed: still the ignore label
-    with pytest.raises(ValueError, match="--mask-values '0,a'"):
-        recipe.parse_mask_values("0,a")
+@pytest.mark.parametrize("form", BOTH)
+def test_num_classes_is_honoured_and_a_label_beyond_it_names_the_file(form, tmp_path):
+    masks = binary_masks(top=1)
+    masks[3] = masks[3] * 3
+    folder = form(mask_folder(tmp_path / "f", masks))
+    with pytest.raises(ValueError, match=r"mask .*3\.png has label 3, outside 0\.\.1 for 2 classes"):
+        recipe.load_datasets(TrainConfig(data=folder, size=16, num_classes=2))
+    train, _ = recipe.load_datasets(TrainConfig(data=folder, size=16, num_classes=5))
+    assert train.num_classes == 5 and len(train.class_names) == 5
+
+
+@pytest.mark.parametrize("form", BOTH)
+def test_a_16_bit_label_is_refused_before_any_model_is_built(form, tmp_path, monkeypatch, capsys):
+    from minisegnet.cli import main
+
+    masks = [m.astype(np.uint16) for m in binary_masks(top=1)]
+    masks[5][0, 0] = 65535
+    folder = form(mask_folder(tmp_path / "f", masks))
+
+    def no_model(*args):
+        raise AssertionError("a model was built")
+
+    monkeypatch.setattr(recipe, "build_model", no_model)
+    monkeypatch.setattr("minisegnet.train.build_model", no_model, raising=False)
+    assert main(["train", "--data", folder, "--size", "16", "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hold label 65535: more than 256 classes" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("form", BOTH)
+def test_one_image_is_too_few_and_the_message_says_how_many_and_where(form, tmp_path):
+    root = mask_folder(tmp_path / "one", binary_masks(n=1, top=1))
+    with pytest.raises(ValueError, match=rf"{root} holds 1 image/mask pair; training needs at least 2, one of them "):
+        recipe.load_datasets(TrainConfig(data=form(root), size=16))
+    train, val = recipe.load_datasets(TrainConfig(data=form(mask_folder(tmp_path / "two", binary_masks(2, 1)))))
+    assert (len(train), len(val)) == (1, 1)
+
+
+@pytest.mark.parametrize("form", BOTH)
+def test_both_paths_hold_out_the_same_images_and_read_the_same_labels(form, tmp_path):
+    rng = np.random.default_rng(1)
+    masks = [rng.integers(0, 3, (16, 16)).astype(np.uint8) for _ in range(10)]
+    root = mask_folder(tmp_path / "f", masks)
+    memory = recipe.load_datasets(TrainConfig(data=str(root), seed=3))
+    disk = recipe.load_datasets(TrainConfig(data=f"folder:{root}", seed=3, size=16))
+    for a, b in zip(memory, disk):
+        assert len(a) == len(b) and a.num_classes == b.num_classes == 3
+        np.testing.assert_array_equal(a.masks, b.masks)
+
+
+def test_own_images_of_a_size_the_model_cannot_take_say_what_would_do(tmp_path):
+    folder = str(mask_folder(tmp_path / "f", [np.pad(m, ((0, 2), (0, 2))) for m in binary_masks(top=1)]))
+    message = (
+        r"unet with --depth 3 takes image sides divisible by 8, but the images are 18x18: resize them, pass a "
+        rf"smaller --depth, or read them with --data folder:{folder} --size 24 or 16, which resizes them"
+    )
+    with pytest.raises(ValueError, match=message):
+        recipe.load_datasets(TrainConfig(data=folder))
+
+
+def test_a_model_size_is_checked_before_any_image_is_made():
+    with pytest.raises(ValueError, match=r"fcn8s takes image sides divisible by 32, but the images are 40x40: pass "
+                       r"--size 64 or 32$"):  # fmt: skip
+        recipe.load_datasets(TrainConfig(model="fcn8s", size=40, n_train=10**9))
+    recipe.check_size(TrainConfig(depth=3), 24, 40)  # both sides divisible by 8: nothing to say
+
+
+def test_depth_is_held_to_a_range_that_cannot_suggest_an_absurd_size():
+    with pytest.raises(ValueError, match="--depth 40 is out of range: expected a whole number from 1 to 8"):
+        TrainConfig(depth=40).check()
+    assert TrainConfig(depth=8).check().depth == 8
+    with pytest.raises(ValueError, match="--num-classes 65536 is out of range: expected a whole number from 0 to 256"):
+        TrainConfig(num_classes=65536).check()
 
 
 @pytest.mark.parametrize("bad", [{"batch_size": 0}, {"batch_size": -4}, {"lr": float("nan")}, {"depth": 1.5}])

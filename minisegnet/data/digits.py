@@ -8,26 +8,20 @@ Each scene divides the image into four quadrants and puts a digit in 2 to 4 of t
 2-4x, slightly rotated and coloured at random. A pixel's label is 0 (background) or 1 + the digit.
 """
 
-from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
 
 from .dataset import ArrayDataset
 from .render import contrasting_colours, finish, textured_background
+from .shipped import load_shipped
 
 CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
-DIGITS_FILE = Path(__file__).with_name("digits.npz")
 VAL_FRACTION = 0.2  # the last 20% of the glyphs are kept for split="val"
 
 
-@lru_cache(maxsize=1)
 def load_glyphs():
     """The shipped glyphs (1797, 8, 8) uint8 with values 0..16, and their digits (1797,) uint8."""
-    if not DIGITS_FILE.exists():
-        raise FileNotFoundError(f"{DIGITS_FILE} is missing; rebuild it with `python scripts/build_datasets.py digits`")
-    with np.load(DIGITS_FILE, allow_pickle=False) as f:
-        return f["glyphs"], f["labels"]
+    arrays = load_shipped("digits")
+    return arrays["glyphs"], arrays["labels"]
 
 
 def split_indices(split, total):

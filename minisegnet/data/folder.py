@@ -9,13 +9,13 @@ Images and masks are paired by file name without extension (the "stem").
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from .palette import check_palette, mask_from_rgb, voc_palette
+from .images import load_image, load_mask, mask_labels
+from .labels import IGNORE_INDEX, count_classes, map_mask_values, parse_mask_values
+from .palette import check_palette, voc_palette
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")  # lossless only: JPEG would change label values
-IGNORE_INDEX = 255
 
 
 def _list_files(folder, suffixes, what):
@@ -35,47 +35,6 @@ def _list_files(folder, suffixes, what):
     return files
 
 
-def _open(path):
-    """A fully decoded PIL image, or a ValueError naming ``path``."""
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now, so a truncated file fails here rather than later
-            return im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
-
-
-def load_image(path):
-    """Image file -> (3, H, W) float32 in [0, 1]. Grayscale is copied to 3 channels, alpha dropped."""
-    im = _open(path)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale
-        a = np.asarray(im, dtype=np.float32) / 65535.0
-        return np.repeat(np.clip(a, 0, 1)[None], 3, axis=0)
-    if im.mode == "F":
-        raise ValueError(f"{path} holds floating-point pixels (mode 'F'); save it as 8- or 16-bit")
-    a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return np.ascontiguousarray(a.transpose(2, 0, 1))
-
-
-def load_mask(path, palette=None):
-    """Mask file -> (H, W) int64 class indices.
-
-    - '1', 'L', 'I', 'I;16' (black-and-white or grayscale): the pixel value is the class;
-    - 'P' (palette PNG): the palette index is the class (the PNG's own colours are ignored);
-    - 'RGB'/'RGBA': each colour is looked up in ``palette`` (VOC by default, alpha dropped).
-    255 is left as it is: by convention it marks pixels to ignore (VOC object borders).
-    """
-    im = _open(path)
-    if im.mode in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
-        return np.asarray(im).astype(np.int64)
-    if im.mode in ("RGB", "RGBA"):
-        try:
-            return mask_from_rgb(np.asarray(im.convert("RGB")), palette)
-        except ValueError as err:
-            raise ValueError(f"mask {path}: {err}") from err
-    raise ValueError(f"mask {path} has PIL mode {im.mode!r}; use an index PNG ('L' or 'P') or an RGB palette PNG")
-
-
 class FolderDataset:
     """Image/mask pairs from ``root/images`` and ``root/masks``, loaded lazily (one pair per ``ds[i]``).
 
@@ -84,15 +43,17 @@ class FolderDataset:
     masks painted with ``palette`` ((C, 3) uint8, the Pascal VOC palette by default). The value
     255 means "ignore this pixel" and passes through, to be used as the loss's ``ignore_index``.
 
-    ``num_classes``: when given, a mask value outside 0..num_classes-1 (other than 255) is an
-    error naming the file; when None it is counted on first use by reading every mask once.
+    ``mask_values`` ("0,255" or [0, 255]): the mask values that are the classes 0, 1, ... (black-and-white
+    masks); every other value but 255 is an error naming the file. ``num_classes``: when given, a class outside
+    0..num_classes-1 (other than 255) is an error naming the file; when None it is ``len(class_names)``,
+    ``len(mask_values)``, or counted on first use by reading every mask once (``check_labels``).
 
     Every problem names the file: missing folders, an empty folder, images without masks and
     masks without images (checked when the data set is made), and unreadable files, images and
     masks of different sizes, unknown colours and out-of-range labels (checked when read).
     """
 
-    def __init__(self, root, palette=None, num_classes=None, class_names=None):
+    def __init__(self, root, palette=None, num_classes=None, class_names=None, mask_values=None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"data folder {self.root} does not exist")
@@ -114,50 +75,63 @@ class FolderDataset:
         self.image_files = [images[s] for s in self.stems]
         self.mask_files = [masks[s] for s in self.stems]
         self.mask_palette = voc_palette() if palette is None else check_palette(palette)
+        self.mask_values = parse_mask_values("" if mask_values is None else mask_values)
         if num_classes is not None and (int(num_classes) != num_classes or num_classes < 1):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self._num_classes = None if num_classes is None else int(num_classes)
         self._class_names = None if class_names is None else tuple(str(c) for c in class_names)
-        names, n = self._class_names, self._num_classes
-        if names is not None and n is not None and len(names) != n:
-            raise ValueError(f"{len(self._class_names)} class names for num_classes={self._num_classes}")
+        names = self._class_names
+        given = num_classes or (len(names) if names is not None else len(self.mask_values))
+        self._num_classes = int(given) if given else None
+        if names is not None and len(names) != self._num_classes:
+            raise ValueError(f"{len(names)} class names for num_classes={self._num_classes}")
+        self._checked = False
 
     def __len__(self):
         return len(self.stems)
+
+    def classes(self, labels, mask_file):
+        """A mask's labels (H, W) as classes: ``mask_values`` mapped, then checked against the class count."""
+        if self.mask_values:
+            labels = map_mask_values(labels, self.mask_values, f"mask {mask_file}")
+        n = self._num_classes
+        if n is not None:
+            bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= n))
+            if bad.any():
+                raise ValueError(
+                    f"mask {mask_file} has label {labels[bad][0]}, outside 0..{n - 1} for {n} classes "
+                    f"(and not the ignore label {IGNORE_INDEX})"
+                )
+        return labels
+
+    def read_mask(self, i):
+        """Mask ``i`` as classes, (H, W) int64."""
+        return self.classes(load_mask(self.mask_files[i], self.mask_palette), self.mask_files[i])
 
     def __getitem__(self, i):
         """(image (3, H, W) float32, mask (H, W) int64) of pair ``i``, read from disk now."""
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} is out of range for {len(self)} image/mask pairs in {self.root}")
-        image = load_image(self.image_files[i])
-        mask = load_mask(self.mask_files[i], self.mask_palette)
+        image, mask = load_image(self.image_files[i]), self.read_mask(i)
         if image.shape[1:] != mask.shape:
             raise ValueError(
                 f"image {self.image_files[i]} is {image.shape[1]}x{image.shape[2]} but mask {self.mask_files[i]} "
                 f"is {mask.shape[0]}x{mask.shape[1]} (height x width)"
             )
-        if self._num_classes is not None:
-            bad = (mask != IGNORE_INDEX) & ((mask < 0) | (mask >= self._num_classes))
-            if bad.any():
-                raise ValueError(
-                    f"mask {self.mask_files[i]} has label {mask[bad][0]}, outside 0..{self._num_classes - 1} "
-                    f"(and not the ignore label {IGNORE_INDEX})"
-                )
         return image, mask
+
+    def check_labels(self):
+        """Read every mask once and return the number of classes, or the ValueError of ``count_classes`` (no
+        foreground, a stray label, more than 256 classes, a label outside the ``num_classes`` given)."""
+        if not self._checked:
+            found = [self.classes(mask_labels(path, self.mask_palette), path) for path in self.mask_files]
+            seen = np.unique(np.concatenate(found))
+            self._num_classes = count_classes(seen, self.root, self._num_classes or 0)
+            self._checked = True
+        return self._num_classes
 
     @property
     def num_classes(self):
-        if self._num_classes is None:
-            if self._class_names is not None:
-                self._num_classes = len(self._class_names)
-            else:  # count once: the largest label in any mask, not counting the ignore label
-                top = 0
-                for path in self.mask_files:
-                    mask = load_mask(path, self.mask_palette)
-                    labels = mask[mask != IGNORE_INDEX]
-                    top = max(top, int(labels.max()) if labels.size else 0)
-                self._num_classes = top + 1
-        return self._num_classes
+        return self.check_labels() if self._num_classes is None else self._num_classes
 
     @property
     def class_names(self):

@@ -6,24 +6,18 @@ binary: 0 background, 1 nucleus. The left part of the image gives training patch
 part validation patches, so the two splits never share a pixel.
 """
 
-from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
 
 from .dataset import ArrayDataset
+from .shipped import load_shipped
 
 CLASS_NAMES = ("background", "nucleus")
-NUCLEI_FILE = Path(__file__).with_name("nuclei.npz")
 
 
-@lru_cache(maxsize=1)
 def load_nuclei():
     """The shipped image (512, 512) uint8 and its instance labels (512, 512) uint8 (0 = background)."""
-    if not NUCLEI_FILE.exists():
-        raise FileNotFoundError(f"{NUCLEI_FILE} is missing; rebuild it with `python scripts/build_datasets.py nuclei`")
-    with np.load(NUCLEI_FILE, allow_pickle=False) as f:
-        return f["image"], f["instances"]
+    arrays = load_shipped("nuclei")
+    return arrays["image"], arrays["instances"]
 
 
 def normalize_percentile(image, low=1.0, high=99.8):
