@@ -27,6 +27,7 @@ from .backend import (
 )
 from .gradcheck import gradcheck  # the function, as torch.autograd.gradcheck; the package is minisegnet.gradcheck
 from .io import load, save
+from .summary import summary  # the function; the module is minisegnet.summary
 from .tensor import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 
 _LAZY = ("data", "metrics")
