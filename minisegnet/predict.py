@@ -172,7 +172,7 @@ def image_size(path):
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read {path}: {err}") from None
     if H * W > MAX_PIXELS:
-        raise ValueError(f"{path} is {W}x{H}, {H * W:,} pixels: predict reads up to {MAX_PIXELS:,}; cut it first")
+        raise ValueError(f"{path} is {H}x{W}, {H * W:,} pixels: predict reads up to {MAX_PIXELS:,}; cut it first")
     return H, W
 
 
@@ -195,18 +195,23 @@ def _size_note(files, sizes, train_size):
     )
 
 
-def _write(target, picture):
-    # A PNG of an (H, W, 3) uint8 array or a Figure, saved under a temporary name beside target and renamed:
-    # the file is whole or absent, even after Ctrl-C.
+def _write(target, picture, written):
+    # A PNG of an (H, W, 3) uint8 array or a Figure, saved under a temporary name beside target and renamed, so the
+    # file is whole or absent. ``written`` gets target exactly when the rename happened, even if Ctrl-C comes
+    # between the two: the temporary file is gone once (and only once) the rename is done.
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         if isinstance(picture, np.ndarray):
             Image.fromarray(picture).save(tmp, format="PNG")
         else:
             picture.savefig(tmp, format="png", dpi=100)
+        written.append(target)
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():  # not renamed: target was not written
+            tmp.unlink()
+            if target in written:
+                written.remove(target)
         raise
 
 
@@ -220,7 +225,8 @@ def predict_files(checkpoint, inputs, out=None, device="cpu", size=None, force=F
     ``<name>`` is the file's stem, numbered when a stem comes twice (``a/x.png`` -> x, ``b/x.png`` -> x-2).
     Files that exist are refused unless ``force``. ``size`` resizes each image to size x size for the model and
     the mask back; without it, images far from the training size get a one-line note on stderr. Images are checked
-    by their headers (``image_size``) before any is decoded. ``report(source, paths)`` follows each image.
+    by their headers (``image_size``) before any is decoded. ``report(source, paths)`` follows each image (also one
+    cut short by Ctrl-C, with the files it got).
     """
     if size is not None and (not isinstance(size, (int, np.integer)) or size < 1):
         raise ValueError(f"--size {size!r} is out of range: expected a whole number >= 1")
@@ -258,11 +264,14 @@ def predict_files(checkpoint, inputs, out=None, device="cpu", size=None, force=F
             colorize(mask, palette),
             (overlay(image, mask, palette) * 255).round().astype(np.uint8),
         )
-        for target, picture in zip(paths, pictures):
-            _write(target, picture)
-        written += paths
-        if report is not None:
-            report(path, paths)
+        done = []
+        try:
+            for target, picture in zip(paths, pictures):
+                _write(target, picture, done)
+        finally:  # after Ctrl-C too: what was written is reported
+            written += done
+            if report is not None and done:
+                report(path, done)
     return written
 
 

@@ -1,8 +1,13 @@
 """minisegnet/predict.py and `minisegnet predict`: figures, where outputs go, sizes, names, Ctrl-C, huge images."""
 
 import dataclasses
+import os
+import signal
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +18,7 @@ from minisegnet.cli import main
 from minisegnet.data.shapes import CLASS_NAMES
 from minisegnet.recipe import TrainConfig, build_model
 
+ROOT = Path(__file__).resolve().parents[1]
 PALETTE = np.array([[0, 0, 0], [128, 0, 0], [0, 255, 0], [0, 0, 128], [128, 128, 0], [128, 0, 128]], np.uint8)
 
 
@@ -163,15 +169,25 @@ def test_ctrl_c_exits_130_with_one_line_and_leaves_whole_files(checkpoint, tmp_p
             im.verify()
 
 
-def test_a_file_interrupted_while_written_is_absent_not_half_written(tmp_path):
+def test_a_file_interrupted_while_written_is_absent_and_one_renamed_is_listed(tmp_path, monkeypatch):
     class Stopped:
         def savefig(self, path, **kwargs):
             path.write_bytes(b"half a PNG")
             raise KeyboardInterrupt
 
+    written = []
     with pytest.raises(KeyboardInterrupt):
-        predict._write(tmp_path / "a_figure.png", Stopped())
-    assert list(tmp_path.iterdir()) == []
+        predict._write(tmp_path / "a_figure.png", Stopped(), written)
+    assert list(tmp_path.iterdir()) == [] and written == []
+
+    def renamed_then_stopped(tmp, target):
+        os.rename(tmp, target)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict.os, "replace", renamed_then_stopped)
+    with pytest.raises(KeyboardInterrupt):
+        predict._write(tmp_path / "a_mask.png", np.zeros((2, 2, 3), np.uint8), written)
+    assert list(tmp_path.iterdir()) == written == [tmp_path / "a_mask.png"]
 
 
 def png_header(path, W, H):
@@ -206,3 +222,19 @@ def test_bad_predict_input_is_one_line(argv, words, checkpoint, tmp_path, capsys
     assert main(["predict", str(checkpoint), str(tmp_path / "missing.png"), *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err
+
+
+def test_a_real_ctrl_c_exits_130_with_one_line(checkpoint, tmp_path):
+    # SIGINT as a terminal sends it, once the first image is reported; 40 more images are still to come then.
+    for i in range(41):
+        write_image(tmp_path / "in" / f"{i:02d}.png", seed=i)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "minisegnet", "predict", checkpoint, tmp_path / "in", "--out", tmp_path / "out"]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        first = proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=300)
+    assert first.startswith(f"{tmp_path / 'in' / '00.png'} -> ") and proc.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("interrupted: the ") and "Traceback" not in err
+    shown = printed_paths(first + rest)
+    assert sorted(shown) == sorted(str(p) for p in (tmp_path / "out").iterdir())  # no temporary file left
