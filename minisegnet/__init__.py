@@ -20,6 +20,7 @@ from .gradcheck import gradcheck  # the function, as torch.autograd.gradcheck; t
 from .io import load, save
 from .ops import fast  # noqa: F401  (the fast twins of some ops register themselves: ops/fast/__init__.py)
 from .registry import reference_kernels
+from .summary import summary  # the function; the module is minisegnet.summary
 from .tensor import Function, Tensor, as_tensor, is_grad_enabled, no_grad, tensor
 from .threads import get_num_threads, set_num_threads
 

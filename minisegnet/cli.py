@@ -2,7 +2,8 @@
 
 minisegnet train [--model unet --data shapes --epochs 12 --device cpu ...]   train, write runs/<name>/
 minisegnet evaluate runs/unet-shapes/checkpoint_best.npz                    per-class IoU and Dice
-minisegnet predict runs/unet-shapes/checkpoint_best.npz photo.png ...       colour masks and overlays
+minisegnet predict runs/unet-shapes/checkpoint_best.npz photo.png ...       figures, masks, overlays
+minisegnet summary --model unet --depth 3 --size 64                          a table of the layers
 minisegnet gradcheck                                                        every op and loss, float64
 minisegnet bench --device both --compare-torch                              CPU against GPU (and torch)
 minisegnet export runs/unet-shapes/checkpoint_best.npz --to onnx            a PyTorch (.pt) or ONNX file
@@ -43,6 +44,22 @@ def _add_config_options(parser):
                 flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=HELP[field.name] + shown
             )
     parser.add_argument("--threads", type=int, default=None, help="deprecated: the old name of --blas-threads")
+
+
+MODEL_FLAGS = ("model", "block", "up", "base_channels", "depth", "num_classes")
+MAX_WIDTH = 4096  # channels of a model's widest layer that `summary` builds from flags (a bottleneck of 4,096: ~0.9 GB)
+
+
+def _add_model_options(parser):
+    # The TrainConfig fields that describe a network, for `summary`; left out of the arguments when not given.
+    from .recipe import HELP, TrainConfig
+
+    for name in MODEL_FLAGS:
+        kind = str if name in ("model", "block", "up") else int
+        flag = "--" + name.replace("_", "-")
+        text = f"{HELP[name]} (default: {getattr(TrainConfig, name)})"
+        text = "classes the model scores (default: 6, the shapes data's)" if name == "num_classes" else text
+        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=name.upper(), help=text)
 
 
 def _env_device():
@@ -88,11 +105,61 @@ def cmd_evaluate(args):
     return 0
 
 
-def cmd_predict(args):
-    from .predict import predict_files
+def _count(n, noun):
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
-    written = predict_files(args.checkpoint, args.inputs, out=args.out, device=args.device)
-    print(f"wrote {len(written)} files to {args.out}/")
+
+def cmd_predict(args):
+    from .predict import default_out, predict_files
+
+    out = Path(args.out) if args.out else default_out(args.checkpoint)
+    done = []  # files written per image, as they are written
+
+    def report(source, paths):
+        done.append(len(paths))
+        print(f"{source} -> {', '.join(map(str, paths))}", flush=True)
+
+    try:
+        predict_files(args.checkpoint, args.inputs, out, args.device, args.size, args.force, report)
+    except KeyboardInterrupt:
+        written = f"the {_count(sum(done), 'file')} of {_count(len(done), 'image')} listed above" if done else "no file"
+        print(f"interrupted: {written} written to {out}/", file=sys.stderr)
+        return 130
+    print(f"wrote {_count(sum(done), 'file')} for {_count(len(done), 'image')} to {out}/")
+    return 0
+
+
+def cmd_summary(args):
+    from .data.shapes import CLASS_NAMES
+    from .recipe import TrainConfig, build_model, side_multiple
+    from .summary import summary
+    from .train import load_model
+
+    flags = {k: getattr(args, k) for k in MODEL_FLAGS if hasattr(args, k)}
+    if args.checkpoint and flags:
+        flag = "--" + next(iter(flags)).replace("_", "-")
+        raise ValueError(
+            f"{flag} describes a model to build, but {args.checkpoint} holds its own: pass one or the other"
+        )
+    if args.checkpoint:
+        model, cfg, _ = load_model(args.checkpoint)
+    else:
+        cfg = TrainConfig(**flags).check()
+        levels = cfg.model in ("unet", "segnet")
+        widest = cfg.base_channels * (2**cfg.depth if levels else 8)
+        if widest > MAX_WIDTH:
+            given = f"--base-channels {cfg.base_channels}" + (f" with --depth {cfg.depth}" if levels else "")
+            raise ValueError(f"{given} makes a layer {widest:,} channels wide; summary builds up to {MAX_WIDTH:,}")
+        model = build_model(cfg, 3, cfg.num_classes or len(CLASS_NAMES))
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} is out of range: expected a whole number >= 1")
+    size, m = cfg.size if args.size is None else args.size, side_multiple(cfg)
+    if size < 1 or size % m:
+        raise ValueError(
+            f"--size {size} does not fit {cfg.model} with --depth {cfg.depth}: expected a positive multiple of {m}, "
+            f"e.g. --size {max(m, -(-size // m) * m)}"
+        )
+    print(summary(model, (args.batch_size, 3, size, size)))
     return 0
 
 
@@ -162,12 +229,21 @@ def build_parser():
     p.add_argument("--json", default=None, help="where to write the metrics (default: beside the checkpoint)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="colourised masks and overlays for image files or folders")
+    p = sub.add_parser("predict", help="a figure (image | classes | overlay), colour mask and overlay per image")
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
-    p.add_argument("--out", default="predictions")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: predictions/ beside the checkpoint)")
+    p.add_argument("--size", type=int, default=None, help="resize each image to SIZE x SIZE for the model")
+    p.add_argument("--force", action="store_true", help="replace PNGs that exist from an earlier prediction")
     p.add_argument("--device", default=_env_device())
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("summary", help="each layer's output shape, parameters, multiply-adds and activation memory")
+    p.add_argument("checkpoint", nargs="?", default=None, help="a checkpoint; or describe a model with the flags")
+    _add_model_options(p)
+    p.add_argument("--size", type=int, default=None, help="input side (default: the checkpoint's, else 32)")
+    p.add_argument("--batch-size", type=int, default=1, help="images in the input (default: 1)")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("gradcheck", help="float64 gradient check of every op and loss; non-zero exit on failure")
     p.add_argument("--device", default=_env_device())
