@@ -227,3 +227,13 @@ def test_profile_step_refuses_no_steps(capsys):
     with pytest.raises(SystemExit):
         profile_step.main(["--steps", "0"])
     assert "--steps must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_winograd_quick_checks_each_phase_against_the_default_path():
+    import bench_winograd
+
+    rows, infos = bench_winograd.run(quick=True)
+    assert [r["phase"] for r in rows] == list(bench_winograd.PHASES) * 2
+    assert all(r["winograd4_s"] > 0 and r["winograd2_ratio"] > 0 for r in rows)
+    assert set(infos) == set(bench_winograd.WORKERS)
+    assert "| (1, 3->16, 8x8) | fwd |" in bench_winograd.markdown(rows, infos)
