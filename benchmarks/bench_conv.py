@@ -316,8 +316,7 @@ def run(quick=False, rounds=None, memory=None, threads=2, pause=None, workers=No
         if "torch" in workers:
             for w in workers:
                 row["ratio" if w == "minisegnet" else f"{w}_ratio"] = row[f"{w}_s"] / row["torch_s"]
-        rows.append(row)
-    rows.append({"op": "workers", **infos})
+        rows.append({**row, "workers": infos})  # what each worker process ran with
     if memory is None:
         memory = not quick
     if memory:
@@ -353,7 +352,7 @@ def geomean(xs):
 
 def markdown(rows):
     """The tables as Markdown: each worker's times and its ratio to torch, geometric mean and worst, then who ran."""
-    timed = [r for r in rows if r["op"] not in ("memory", "workers")]
+    timed = [r for r in rows if r["op"] != "memory"]
     workers = [k[:-2] for k in timed[0] if k.endswith("_s") and not k.endswith(("_iqr_s", "_rounds_s"))]
     others = [w for w in workers if w != "torch"] if "torch" in workers else []
     head = "| op | N | C -> OC | H -> OH | " + " | ".join(f"{w} ms" for w in workers) + " |"
@@ -372,10 +371,9 @@ def markdown(rows):
             f"- {w} / torch: geometric mean {geomean(ratios):.2f}, worst {max(ratios):.2f} "
             f"({worst['op']} {worst['N']}, {worst['C']}->{worst['OC']}, {worst['H']})"
         )
+    lines += ["", "Each worker process ran with:", ""]
+    lines += [f"- {w}: {json.dumps(info)}" for w, info in timed[0]["workers"].items()]
     for r in rows:
-        if r["op"] == "workers":
-            lines += ["", "Each worker process ran with:", ""]
-            lines += [f"- {w}: {json.dumps(info)}" for w, info in r.items() if w != "op"]
         if r["op"] == "memory":
             lines += ["", f"Peak extra memory, forward + backward on {r['shape'][1:]} (N, C, OC, H):", ""]
             for name in ("minisegnet", "textbook", "torch"):
