@@ -1,16 +1,22 @@
 """Speed and memory of minisegnet's conv2d / conv_transpose2d, side by side with PyTorch and a textbook version.
 
-    python benchmarks/bench_conv.py            # the full table (a few minutes on 2 cores)
-    python benchmarks/bench_conv.py --quick    # tiny shapes, one repeat: checks that it runs
+    python benchmarks/bench_conv.py            # the full table (about 10 minutes on 2 cores)
+    python benchmarks/bench_conv.py --quick    # tiny shapes, one round: checks that it runs
 
-Each row times forward + backward (gradients for input, weight and bias) in float32. The
-implementations run interleaved, in a rotating order, within each repeat, so a burst of load
-from another process hits all of them alike; the table reports the median over repeats after
-warm-up. Threads (default 2): minisegnet's own (``minisegnet.set_num_threads``, one BLAS thread
-each), torch's, and BLAS's for the textbook version. PyTorch is skipped when it is not
-installed. "textbook" is the usual NumPy version, written below: im2col by a loop over kernel
-offsets into a fresh (N, C, KH, KW, OH, OW) array, then ``np.tensordot``, which reorders its
-operands into new arrays before it calls BLAS.
+Each row times forward + backward (gradients for input, weight and bias) in float32 at the shapes of the U-Net's
+convolutions. Every implementation runs in its own processes (timing.run_interleaved): 5 rounds, each starting
+one process per implementation in a rotating order with 2 s between them, all reading the same arrays from one
+.npz file, with the same thread count (default 2) set through the environment and each library's call. Before
+timing, each implementation's outputs and gradients are checked against the textbook version's. A worker times
+each case alone: 3 warm-up calls, then calls for at least 1 s (at least 5). The table gives the median of every
+call, its interquartile range, and the lowest and highest median of one round.
+
+The implementations: "minisegnet" is the library's default (its calling thread, BLAS with the threads);
+"minisegnet_mt" calls ``minisegnet.set_num_threads(threads)`` (its own threads, one BLAS thread each);
+"textbook" is the usual NumPy version written below (im2col by a loop over kernel offsets into a fresh
+(N, C, KH, KW, OH, OW) array, then ``np.tensordot``); "products" times only the three matrix products of an
+im2col convolution on ready operands, the floor of any im2col version on this BLAS; "torch" is PyTorch, skipped
+when it is not installed.
 
 Memory: the peak of extra resident memory (VmHWM - VmRSS, the kernel's high-water mark reset
 through /proc/self/clear_refs) during one forward + backward after a warm-up, each
@@ -28,7 +34,7 @@ import os
 import platform
 import subprocess
 import sys
-import time
+import tempfile
 import tracemalloc
 from pathlib import Path
 
@@ -39,10 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py, when impo
 
 import minisegnet.ops as F  # noqa: E402
 from minisegnet import Tensor  # noqa: E402
-from minisegnet.ops.fast.workspace import free_scratch  # noqa: E402
-from minisegnet.threads import set_num_threads  # noqa: E402
 
-from timing import blas_pools  # noqa: E402
+from timing import (  # noqa: E402
+    Impl,
+    check_outputs,
+    import_torch,
+    run_interleaved,
+    thread_env,
+    torch_impl,
+    worker_main,
+)
 
 # (op, N, C, OC, H): 3x3 stride-1 padding-1 convolutions, then 2x2 stride-2 transposed convolutions.
 SHAPES = [
@@ -120,75 +132,114 @@ def products_only(N, C, OC, H, K, transposed, rng):
     return lambda: (A @ B, B @ G.T, A.T @ G)
 
 
-# ---- one case: inputs and a forward + backward closure per implementation ------------------------
+# ---- the inputs, drawn once and read by every worker process ------------------------------------
 
 
-def make_case(op, N, C, OC, H, seed=0, threads=2):
-    """{name: zero-argument function running forward + backward}, float32 inputs drawn once."""
+def draw(op, N, C, OC, H, seed=0):
+    """float32 (x, W, b, gy) of one case: the same arrays for every implementation."""
     rng = np.random.default_rng(seed)
     transposed = op == "convT2x2"
-    K, S, P = (2, 2, 0) if transposed else (3, 1, 1)
     OH = 2 * H if transposed else H
     x = rng.standard_normal((N, C, H, H), dtype=np.float32)
-    W = rng.standard_normal((C, OC, K, K) if transposed else (OC, C, K, K), dtype=np.float32) * 0.1
+    W = rng.standard_normal((C, OC, 2, 2) if transposed else (OC, C, 3, 3), dtype=np.float32) * 0.1
     b = rng.standard_normal(OC, dtype=np.float32)
-    gy = rng.standard_normal((N, OC, OH, OH), dtype=np.float32)
+    return x, W, b, rng.standard_normal((N, OC, OH, OH), dtype=np.float32)
 
+
+def label(i, op, N, C, OC, H):
+    """The name of case ``i`` (quick runs shrink several shapes to the same one: the index keeps them apart)."""
+    return f"{i}: {op} ({N}, {C}->{OC}, {H}x{H})"
+
+
+def write_data(shapes, path, seed=0):
+    """One .npz holding every case's arrays ("<i>.x", "<i>.W", ...) and the list of cases as JSON."""
+    arrays = {"cases": np.array(json.dumps([[label(i, *s), *s] for i, s in enumerate(shapes)]))}
+    for i, shape in enumerate(shapes):
+        arrays.update({f"{i}.{k}": a for k, a in zip(("x", "W", "b", "gy"), draw(*shape, seed=seed))})
+    np.savez(path, **arrays)
+
+
+def cases(data):
+    """[(label, op, N, C, OC, H, x, W, b, gy)] from the arrays of ``write_data``."""
+    meta = json.loads(str(data["cases"]))
+    return [(*m, *(data[f"{i}.{k}"] for k in ("x", "W", "b", "gy"))) for i, m in enumerate(meta)]
+
+
+# ---- the workers: one framework each, in its own process ---------------------------------------
+
+
+def _ours(x, W, b, gy, op):
     mx, mW, mb = (Tensor(a.copy(), requires_grad=True) for a in (x, W, b))
-    op_fn = F.conv_transpose2d if transposed else F.conv2d
+    fn, (S, P) = (F.conv_transpose2d, (2, 0)) if op == "convT2x2" else (F.conv2d, (1, 1))
 
-    def minisegnet_run():  # gradients are dropped at the end so each run starts from the same memory
-        op_fn(mx, mW, mb, S, P).backward(gy)
+    def run():  # gradients are dropped at the end so each run starts from the same memory
+        y = fn(mx, mW, mb, S, P)
+        y.backward(gy)
+        out = (y.data, mx.grad, mW.grad, mb.grad)
         mx.grad = mW.grad = mb.grad = None
+        return out
 
-    tb_fn = textbook_conv_transpose if transposed else textbook_conv
-    cases = {"minisegnet": minisegnet_run, "textbook": lambda: tb_fn(x, W, b, gy, S, P)}
-    cases["products"] = products_only(N, C, OC, H, K, transposed, rng)
-    try:
-        import torch
-    except ImportError:
-        return cases
-    torch.set_num_threads(threads)
-    tx, tW, tb = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, W, b))
-    tgy = torch.from_numpy(gy)
-    t_fn = torch.nn.functional.conv_transpose2d if transposed else torch.nn.functional.conv2d
-
-    def torch_run():
-        t_fn(tx, tW, tb, S, P).backward(tgy)
-        tx.grad = tW.grad = tb.grad = None
-
-    cases["torch"] = torch_run
-    return cases
+    return run
 
 
-def time_interleaved(cases, repeats, warmup=2, clock=time.perf_counter, block=0.3, settle=0.1, setups=None):
-    """{name: median seconds per call}: every repeat runs each case for one block, in an order that rotates.
+def build_minisegnet(data, args, own_threads=False):
+    """minisegnet's default path; ``own_threads``: with ``set_num_threads(threads)`` (its chunk threads)."""
+    from minisegnet.threads import set_num_threads
 
-    ``setups`` = {name: function} run before each of that case's blocks (its thread settings).
-    A block calls one case back to back for ``block`` seconds (at least 3 calls) and keeps only the
-    calls that start after the first ``settle`` seconds. Measured on this 2-core machine: after
-    PyTorch returns, its idle OpenMP threads keep spinning for a while (and OpenBLAS's do the same
-    after NumPy), so a call that directly follows the other library's ran up to 2x slower, for
-    both libraries. Alternating single calls, as this benchmark did first, timed that interference.
-    """
-    names, setups = list(cases), setups or {}
-    for _ in range(warmup):
-        for name in names:
-            setups.get(name, lambda: None)()
-            cases[name]()
-    times = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            setups.get(name, lambda: None)()
-            start, kept, calls = time.perf_counter(), [], 0
-            while calls < 3 or time.perf_counter() - start < block:
-                t0, c0 = time.perf_counter(), clock()
-                cases[name]()
-                calls += 1
-                if t0 - start >= settle:
-                    kept.append(clock() - c0)
-            times[name] += kept or [clock() - c0]  # every call outlasted the settling time: keep the last
-    return {name: float(np.median(ts)) for name, ts in times.items()}
+    set_num_threads(args.threads if own_threads else 0)
+    impl = "minisegnet_mt" if own_threads else "minisegnet"
+    return [Impl(c[0], impl, "cpu", _ours(*c[6:], c[1])) for c in cases(data)]
+
+
+def build_textbook(data, args):
+    out = []
+    for name, op, *_, x, W, b, gy in cases(data):
+        fn, (S, P) = (textbook_conv_transpose, (2, 0)) if op == "convT2x2" else (textbook_conv, (1, 1))
+        out.append(Impl(name, "textbook", "cpu", lambda f=fn, a=(x, W, b, gy, S, P): f(*a)))
+    return out
+
+
+def build_products(data, args):
+    rng = np.random.default_rng(0)
+    out = []
+    for name, op, N, C, OC, H, *_ in cases(data):
+        K = 2 if op == "convT2x2" else 3
+        fn = products_only(N, C, OC, H, K, op == "convT2x2", rng)
+        out.append(Impl(name, "products", "cpu", lambda f=fn: (f(), None)[1]))  # nothing to compare
+    return out
+
+
+def build_torch(data, args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = []
+    for name, op, *_, x, W, b, gy in cases(data):
+        tx, tW, tb = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, W, b))
+        tgy = torch.from_numpy(gy)
+        fn, (S, P) = (
+            (torch.nn.functional.conv_transpose2d, (2, 0)) if op == "convT2x2" else (torch.nn.functional.conv2d, (1, 1))
+        )
+
+        def run(fn=fn, tx=tx, tW=tW, tb=tb, tgy=tgy, S=S, P=P):
+            y = fn(tx, tW, tb, S, P)
+            y.backward(tgy)
+            out = (y, tx.grad, tW.grad, tb.grad)
+            tx.grad = tW.grad = tb.grad = None
+            return out
+
+        out.append(torch_impl(name, "cpu", run, torch))
+    return out
+
+
+BUILDERS = {
+    "minisegnet": build_minisegnet,
+    "minisegnet_mt": lambda data, args: build_minisegnet(data, args, own_threads=True),
+    "textbook": build_textbook,
+    "products": build_products,
+    "torch": build_torch,
+}
+CHECKED = ("minisegnet", "minisegnet_mt", "torch")  # against the textbook version's outputs
 
 
 # ---- memory: one implementation per fresh process ----------------------------------------------
@@ -200,8 +251,12 @@ def _proc_status(key):
 
 
 def _memory_child(name, threads):
-    set_num_threads(threads)
-    fn = make_case(*MEMORY_SHAPE, threads=threads)[name]
+    from minisegnet.ops.fast.workspace import free_scratch
+
+    arrays = draw(*MEMORY_SHAPE)
+    meta = np.array(json.dumps([[label(0, *MEMORY_SHAPE), *MEMORY_SHAPE]]))
+    data = {"cases": meta, **{f"0.{k}": a for k, a in zip(("x", "W", "b", "gy"), arrays)}}
+    fn = BUILDERS[name](data, argparse.Namespace(threads=threads))[0].fn
     fn()  # warm-up: lazy initialisation is not part of the peak
     free_scratch()  # but minisegnet's reused work buffers are: they are allocated again below
     with open("/proc/self/clear_refs", "w") as f:
@@ -221,7 +276,7 @@ def _memory_child(name, threads):
 
 def measure_memory(names, threads=2):
     """{name: {"rss_peak": bytes, "tracemalloc_peak": bytes or None}} on MEMORY_SHAPE."""
-    env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")
+    env = dict(thread_env(threads), GLIBC_TUNABLES="glibc.malloc.mmap_threshold=65536")
     out = {}
     for name in names:
         cmd = [sys.executable, __file__, "--memory-child", name, "--threads", str(threads)]
@@ -233,41 +288,39 @@ def measure_memory(names, threads=2):
 # ---- the table ---------------------------------------------------------------------------------
 
 
-def run(quick=False, repeats=None, memory=None, threads=2):
-    """Benchmark every shape; return a list of row dicts (times in seconds, ratios to torch).
+def run(quick=False, rounds=None, memory=None, threads=2, pause=None, workers=None, check=True):
+    """Benchmark every shape in separate processes; a list of row dicts (times in seconds, ratios to torch).
 
-    ``quick`` shrinks the shapes (N=1, H<=8, channels<=16) and does one repeat: it checks the code
-    runs. ``threads`` is minisegnet's (``set_num_threads``), torch's and the textbook version's BLAS
-    thread count; ``threads=1`` also times the CPU time of this thread, which other processes
-    competing for the cores barely disturb (the wall-clock median is used otherwise).
+    ``quick`` shrinks the shapes (N=1, H<=8, channels<=16), runs one round of a few calls without pauses:
+    it checks the code runs. ``workers`` defaults to every implementation (torch when installed).
+    ``check``: first compare each implementation's outputs with the textbook version's.
     """
-    import threadpoolctl
-
-    repeats = repeats or (1 if quick else 15)
-    quick_blocks = {"block": 0.0, "settle": 0.0} if quick else {}
-    clock = time.thread_time if threads == 1 else time.perf_counter
+    workers = list(workers or [w for w in BUILDERS if w != "torch" or import_torch() is not None])
+    shapes = [(op, 1, min(C, 16), min(OC, 16), min(H, 8)) if quick else (op, N, C, OC, H) for op, N, C, OC, H in SHAPES]
+    args = ["--warmup", "1", "--min-calls", "2", "--min-time", "0"] if quick else []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "conv.npz"
+        write_data(shapes, data)
+        if check:
+            check_outputs(__file__, [w for w in workers if w in CHECKED], data, "textbook", threads=threads)
+        rounds, pause = rounds or (1 if quick else 5), (0.0 if quick else 2.0) if pause is None else pause
+        results, infos = run_interleaved(
+            __file__, workers, data, rounds=rounds, pause=pause, threads=threads, args=args
+        )
     rows = []
-    setups = {  # minisegnet: its own threads, each with one BLAS thread; the textbook version: BLAS's threads
-        "minisegnet": lambda: set_num_threads(threads),
-        "textbook": lambda: (set_num_threads(0), threadpoolctl.threadpool_limits(threads)),
-    }
-    setups["products"] = setups["textbook"]  # BLAS's own threads too
-    for op, N, C, OC, H in SHAPES:
-        if quick:
-            N, C, OC, H = 1, min(C, 16), min(OC, 16), min(H, 8)
-        cases = make_case(op, N, C, OC, H, threads=threads)
-        times = time_interleaved(cases, repeats, warmup=1 if quick else 2, clock=clock, setups=setups, **quick_blocks)
-        row = {"op": op, "N": N, "C": C, "OC": OC, "H": H, **{f"{k}_s": v for k, v in times.items()}}
-        if "torch" in times:
-            row["ratio"] = times["minisegnet"] / times["torch"]
-            row["textbook_ratio"] = times["textbook"] / times["torch"]
-            row["products_ratio"] = times["products"] / times["torch"]
-        rows.append(row)
-    set_num_threads(0)
+    for i, shape in enumerate(shapes):
+        row = dict(zip(("op", "N", "C", "OC", "H"), shape))
+        for w in workers:
+            res = results[w][label(i, *shape)]
+            row[f"{w}_s"], row[f"{w}_iqr_s"], row[f"{w}_rounds_s"] = res.median, res.iqr, res.round_medians
+        if "torch" in workers:
+            for w in workers:
+                row["ratio" if w == "minisegnet" else f"{w}_ratio"] = row[f"{w}_s"] / row["torch_s"]
+        rows.append({**row, "workers": infos})  # what each worker process ran with
     if memory is None:
         memory = not quick
     if memory:
-        names = ["minisegnet", "textbook"] + (["torch"] if "torch_s" in rows[0] else [])
+        names = [w for w in ("minisegnet", "textbook", "torch") if w in workers]
         rows.append({"op": "memory", "shape": MEMORY_SHAPE, **measure_memory(names, threads)})
     return rows
 
@@ -279,50 +332,47 @@ def versions():
         model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         pass
-    info = {
+    return {
         "cpu": f"{model}, {os.cpu_count()} cores",
         "python": platform.python_version(),
-        "numpy": np.__version__,
-        "blas": blas_pools(),
         "date": datetime.date.today().isoformat(),
         "load average (1, 5, 15 min) at the end": ", ".join(f"{v:.2f}" for v in os.getloadavg()),
     }
-    try:
-        import torch
 
-        info["torch"] = torch.__version__
-    except ImportError:
-        info["torch"] = "not installed"
-    return info
+
+def cell(r, w):
+    """median (IQR) [lowest and highest round median], in ms."""
+    rounds = r[f"{w}_rounds_s"]
+    return f"{r[f'{w}_s'] * 1e3:.2f} ({r[f'{w}_iqr_s'] * 1e3:.2f}) [{min(rounds) * 1e3:.2f}-{max(rounds) * 1e3:.2f}]"
+
+
+def geomean(xs):
+    return float(np.exp(np.log(np.asarray(xs)).mean()))
 
 
 def markdown(rows):
-    """The table as Markdown: times in ms, ratio = minisegnet / torch, geometric mean and worst."""
+    """The tables as Markdown: each worker's times and its ratio to torch, geometric mean and worst, then who ran."""
     timed = [r for r in rows if r["op"] != "memory"]
-    has_torch = "torch_s" in timed[0]
-    head = "| op | N | C -> OC | H -> OH | minisegnet ms | textbook ms | products ms |"
-    head += " torch ms | minisegnet / torch | textbook / torch | products / torch |" if has_torch else ""
+    workers = [k[:-2] for k in timed[0] if k.endswith("_s") and not k.endswith(("_iqr_s", "_rounds_s"))]
+    others = [w for w in workers if w != "torch"] if "torch" in workers else []
+    head = "| op | N | C -> OC | H -> OH | " + " | ".join(f"{w} ms" for w in workers) + " |"
+    head += "".join(f" {w} / torch |" for w in others)
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in timed:
         oh = 2 * r["H"] if r["op"] == "convT2x2" else r["H"]
-        line = f"| {r['op']} | {r['N']} | {r['C']} -> {r['OC']} | {r['H']} -> {oh} |"
-        line += f" {r['minisegnet_s'] * 1e3:.2f} | {r['textbook_s'] * 1e3:.2f} | {r['products_s'] * 1e3:.2f} |"
-        if has_torch:
-            line += f" {r['torch_s'] * 1e3:.2f} | {r['ratio']:.2f} | {r['textbook_ratio']:.2f} |"
-            line += f" {r['products_ratio']:.2f} |"
-        lines.append(line)
-    if has_torch:
-        ratios = np.array([r["ratio"] for r in timed])
-        tb = np.array([r["textbook_ratio"] for r in timed])
-        floor = np.array([r["products_ratio"] for r in timed])
-        worst = timed[int(ratios.argmax())]
-        lines += [
-            "",
-            f"minisegnet / torch: geometric mean {np.exp(np.log(ratios).mean()):.2f}, worst {ratios.max():.2f} "
-            f"({worst['op']} {worst['N']}, {worst['C']}->{worst['OC']}, {worst['H']}); "
-            f"textbook / torch: geometric mean {np.exp(np.log(tb).mean()):.2f}, worst {tb.max():.2f}; "
-            f"products alone / torch: geometric mean {np.exp(np.log(floor).mean()):.2f}, worst {floor.max():.2f}",
-        ]
+        line = f"| {r['op']} | {r['N']} | {r['C']} -> {r['OC']} | {r['H']} -> {oh} | "
+        line += " | ".join(cell(r, w) for w in workers) + " |"
+        lines.append(line + "".join(f" {r[f'{w}_s'] / r['torch_s']:.2f} |" for w in others))
+    lines += ["", "Times: median of every call (interquartile range) [lowest-highest median of one round's process]."]
+    for w in others:
+        ratios = [r[f"{w}_s"] / r["torch_s"] for r in timed]
+        worst = timed[int(np.argmax(ratios))]
+        lines.append(
+            f"- {w} / torch: geometric mean {geomean(ratios):.2f}, worst {max(ratios):.2f} "
+            f"({worst['op']} {worst['N']}, {worst['C']}->{worst['OC']}, {worst['H']})"
+        )
+    lines += ["", "Each worker process ran with:", ""]
+    lines += [f"- {w}: {json.dumps(info)}" for w, info in timed[0]["workers"].items()]
     for r in rows:
         if r["op"] == "memory":
             lines += ["", f"Peak extra memory, forward + backward on {r['shape'][1:]} (N, C, OC, H):", ""]
@@ -331,29 +381,40 @@ def markdown(rows):
                     m = r[name]
                     traced = f", tracemalloc {m['tracemalloc_peak'] / 2**20:.1f} MiB" if m["tracemalloc_peak"] else ""
                     lines.append(f"- {name}: {m['rss_peak'] / 2**20:.1f} MiB resident{traced}")
-            if "torch" in r:
+            if "torch" in r and "minisegnet" in r:
                 ratio = r["minisegnet"]["rss_peak"] / r["torch"]["rss_peak"]
                 lines.append(f"- minisegnet / torch: {ratio:.2f}")
     return "\n".join(lines)
 
 
 def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--worker" in argv:
+        return worker_main(BUILDERS, argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, one repeat")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2, help="minisegnet, BLAS, torch threads; 1: CPU time")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks that it runs")
+    parser.add_argument("--rounds", type=int, default=None, help="processes per implementation (default 5)")
+    parser.add_argument("--pause", type=float, default=None, help="seconds between processes (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="threads of every library (default 2)")
+    parser.add_argument("--workers", default=None, help=f"comma-separated subset of {','.join(BUILDERS)}")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--json", help="also write the rows to this file")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
         return _memory_child(args.memory_child, args.threads)
-    rows = run(quick=args.quick, repeats=args.repeats, memory=False if args.no_memory else None, threads=args.threads)
+    workers = args.workers.split(",") if args.workers else None
+    if workers and not set(workers) <= set(BUILDERS):
+        parser.error(f"--workers takes names from {','.join(BUILDERS)}, got {args.workers}")
+    memory = False if args.no_memory else None
+    rows = run(args.quick, args.rounds, memory, args.threads, args.pause, workers)
     print("\n".join(f"{k}: {v}" for k, v in versions().items()), end="\n\n")
     print(markdown(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

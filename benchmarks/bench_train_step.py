@@ -4,22 +4,43 @@ Batch 16 of 3x128x128 images, 2 classes, UNet(base_channels=16, depth=4) (plain 
 decoder), float32. The PyTorch twin below has the same layers under the same names, loads minisegnet's initial
 weights, and takes the same step, so both libraries do the same arithmetic.
 
+The two libraries run in separate processes (timing.run_interleaved): the batch and the initial weights go into
+one .npz file that each worker loads; 5 rounds start one process per library in a rotating order with 2 s
+between them, each with the same thread count; before timing, the twin's loss and two gradients after one step
+are checked against minisegnet's. In one process the libraries' idle thread pools would slow each other.
+
 The step never turns a device value into a Python number (no ``float(loss)``): a training loop only does that when
 it logs, and doing it every step would make the GPU wait for the host.
 
-    python benchmarks/bench_train_step.py --quick [--device cpu|gpu|both] [--compare-torch]
+    python benchmarks/bench_train_step.py --quick [--device cpu|gpu|both] [--compare-torch] [--threads N]
 """
 
+import json
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-from minisegnet import Tensor, nn, optim
-from minisegnet import ops as F
-from minisegnet.backend import to_device
-from minisegnet.models import UNet, count_parameters
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the worker processes import this checkout
 
-from timing import Impl, compare, import_torch, resolve_devices, settings, to_torch, torch_impl, torch_on
+from minisegnet import Tensor, nn, optim  # noqa: E402
+from minisegnet import ops as F  # noqa: E402
+from minisegnet.backend import to_device  # noqa: E402
+from minisegnet.models import UNet, count_parameters  # noqa: E402
+
+from timing import (  # noqa: E402
+    Impl,
+    check_outputs,
+    import_torch,
+    resolve_devices,
+    run_interleaved,
+    to_torch,
+    torch_impl,
+    torch_on,
+    worker_main,
+)
 
 FULL = {"batch": 16, "size": 128, "base": 16, "depth": 4, "classes": 2}
 QUICK = {"batch": 2, "size": 32, "base": 4, "depth": 2, "classes": 2}
@@ -125,22 +146,101 @@ def step_impls(cfg, device, torch=None, dtype=np.float32, name="unet step"):
     return impls, count_parameters(model)
 
 
-def run(device="cpu", compare_torch=False, quick=False):
-    """Time the training step on the device(s); a list of row dicts."""
+# ---- separate processes: the data and weights in one file, one worker per framework ----------------
+
+CHECKED_GRADS = ("encoder.0.conv1.weight", "head.weight")  # besides the loss, compared before timing
+
+
+def write_data(cfg, path, dtype=np.float32, seed=0):
+    """One .npz with the batch ("x", "t"), the config and minisegnet's initial weights ("p.<name>")."""
+    images, masks = batch(cfg, dtype, seed)
+    model, _ = build_ours(cfg, "cpu", dtype, seed)
+    state = {f"p.{k}": np.asarray(v) for k, v in model.state_dict().items()}
+    np.savez(path, x=images, t=masks, cfg=np.array(json.dumps(cfg)), **state)
+    return count_parameters(model)
+
+
+def loaded(data):
+    """(cfg, images, masks, state dict) from the arrays of ``write_data``."""
+    state = {k[2:]: v for k, v in data.items() if k.startswith("p.")}
+    return json.loads(str(data["cfg"])), data["x"], data["t"], state
+
+
+def build_minisegnet(data, args):
+    """minisegnet's step on ``args.device``, from the file's weights; returns (loss, the checked gradients)."""
+    from minisegnet.threads import set_num_threads
+
+    set_num_threads(0)  # the library's default: BLAS with the process's threads
+    cfg, images, masks, state = loaded(data)
+    model, opt = build_ours(cfg, args.device, images.dtype)
+    model.load_state_dict(state)
+    params = dict(model.named_parameters())
+    x, t = Tensor(to_device(images, args.device)), Tensor(to_device(masks, args.device))
+
+    def step():
+        loss = our_step(model, opt, x, t)
+        return (loss, *(params[k].grad for k in CHECKED_GRADS))
+
+    impl = "cupy" if args.device == "gpu" else "numpy"
+    return [Impl("unet step", impl, args.device, step)]
+
+
+def build_torch_worker(data, args):
+    """PyTorch's twin on ``args.device`` (CUDA for "gpu"), from the same weights; the same outputs."""
+    torch = import_torch()
+    torch.set_num_threads(args.threads)
+    cfg, images, masks, state = loaded(data)
+    twin = torch_unet(torch, 3, cfg["classes"], cfg["base"], cfg["depth"])
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    twin = twin.to(dtype=torch.from_numpy(images).dtype, device="cuda" if args.device == "gpu" else "cpu")
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-3)
+    params = dict(twin.named_parameters())
+    x, t = to_torch(images, args.device, torch), to_torch(masks, args.device, torch)
+
+    def step():
+        loss = torch_step(torch, twin, opt, x, t)
+        return (loss, *(params[k].grad for k in CHECKED_GRADS))
+
+    return [torch_impl("unet step", args.device, step, torch)]
+
+
+BUILDERS = {"minisegnet": build_minisegnet, "torch": build_torch_worker}
+
+
+def run(device="cpu", compare_torch=False, quick=False, threads=None, rounds=None, pause=None):
+    """Time the training step on the device(s) in separate processes (timing.run_interleaved); a list of row dicts.
+
+    Before timing (not in quick mode), the torch twin's loss and two gradients after one step from the same
+    weights are checked against minisegnet's. ``threads`` defaults to 1 in quick mode, to every core otherwise.
+    """
     torch = import_torch() if compare_torch else None
     cfg = QUICK if quick else FULL
+    threads = threads or (1 if quick else os.cpu_count() or 1)
+    rounds, pause = rounds or (1 if quick else 5), (0.0 if quick else 2.0) if pause is None else pause
+    timer = ["--warmup", "1", "--min-calls", "3", "--min-time", "0"] if quick else ["--warmup", "2", "--min-time", "5"]
     shape = f"({cfg['batch']}, 3, {cfg['size']}, {cfg['size']}) base {cfg['base']} depth {cfg['depth']}"
     rows = []
     for dev in resolve_devices(device):
-        impls, n_params = step_impls(cfg, dev, torch)
-        # One full-size NumPy step takes seconds on a CPU: warm up once and keep three samples.
-        cfg_timer = settings(quick) if quick else {**settings(quick), "warmup": 1, "repeat": 3}
-        for res in compare(impls, **cfg_timer):
-            rows.append(res.row(bench="train", op="unet step", shape=shape, params=n_params, dtype="float32"))
+        workers = ["minisegnet"] + (["torch"] if torch_on(torch, dev) else [])
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "step.npz"
+            n_params = write_data(cfg, data)
+            args = ["--device", dev, *timer]
+            if len(workers) > 1 and not quick:
+                check_outputs(__file__, ["minisegnet"], data, "torch", threads=threads, args=args, rtol=1e-3)
+            results, infos = run_interleaved(
+                __file__, workers, data, rounds=rounds, pause=pause, threads=threads, args=args, memory=True
+            )
+        for worker in workers:
+            res = results[worker]["unet step"]
+            extra = {"shape": shape, "params": n_params, "dtype": "float32", "threads": threads, "pause_s": pause}
+            rows.append(res.row(bench="train", op="unet step", worker=infos[worker], **extra))
     return rows
 
 
 if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        sys.exit(worker_main(BUILDERS))
     from run_all import main
 
     sys.exit(main(["--only", "train", *sys.argv[1:]]))

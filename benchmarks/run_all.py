@@ -112,10 +112,17 @@ def header(title, info, argv, cfg, rows):
     lines += [f"| {k} | {v} |" for k, v in info.items()]
     counts = sorted({r["repeat"] for r in rows}) or [0]
     samples = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    lines += [
-        f"| timer | warm-up, then {samples} samples per case, each >= {cfg['min_time']} s of back-to-back calls "
-        "(synchronised), interleaved across implementations; median (IQR) per call |"
-    ]
+    if "rounds" in rows[0]:
+        lines += [
+            f"| timer | separate processes: {rows[0]['rounds']} rounds, each starting one process per library in a "
+            f"rotating order with {rows[0]['pause_s']} s between them; per process warm-up, then timed calls "
+            "(synchronised); median (IQR) of every call |"
+        ]
+    else:
+        lines += [
+            f"| timer | warm-up, then {samples} samples per case, each >= {cfg['min_time']} s of back-to-back calls "
+            "(synchronised), interleaved across implementations; median (IQR) per call |"
+        ]
     lines += [f"| command | `python benchmarks/run_all.py {shlex.join(argv)}` |", "", CAVEAT, ""]
     return lines
 
@@ -218,6 +225,9 @@ def report(bench, rows, info, argv, cfg):
     """The Markdown text of one benchmark's results."""
     lines = header(BENCHES[bench][1], info, argv, cfg, rows)
     lines += ["## Headline", "", *(headline(bench, rows) or ["- (no pair of implementations to compare)"]), ""]
+    if bench == "train":
+        lines += ["Each worker process ran with:", ""]
+        lines += [f"- {label(r)}: {json.dumps(r['worker'])}" for r in rows if "worker" in r] + [""]
     lines += ["## Times", ""]
     if bench == "kernels":
         lines += time_table(rows, ("op", "shape", "phase"))
@@ -281,7 +291,8 @@ def main(argv=None):
     for bench in args.only:
         module = __import__(BENCHES[bench][0])
         print(f"== {bench} on {'+'.join(devices)} ...", flush=True)
-        rows = module.run(args.device, torch is not None, args.quick)
+        extra = {"threads": threads} if bench == "train" else {}  # its workers are processes: name their threads
+        rows = module.run(args.device, torch is not None, args.quick, **extra)
         info[LOAD] = load_average()  # at the end of this benchmark: how busy the machine was meanwhile
         (out / f"{bench}_{tag}.md").write_text(report(bench, rows, info, argv, settings(args.quick)))
         (out / f"{bench}_{tag}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))

@@ -26,6 +26,21 @@ dominated by timer and sync overhead); we report the median and the interquartil
 never the mean, because a shared machine adds one-sided noise. ``compare`` interleaves the implementations
 sample by sample, so a burst of load from another process hits all of them rather than one.
 
+Why libraries are compared in separate processes
+------------------------------------------------
+Two libraries in one process share the cores with each other's thread pools. After a call returns, OpenBLAS's
+and OpenMP's worker threads keep spinning for a while, waiting for the next one, and they take the cores the
+other library's threads need: on a 2-core machine a PyTorch call that follows a NumPy one in the same process
+runs up to 2x slower, and the reverse is also true. ``compare`` is fine for implementations that share one
+thread pool (two NumPy versions of an op); between libraries it times the interference. ``run_interleaved``
+therefore starts one process per library and round (``python <bench script> --worker NAME ...``), in an order
+that rotates from round to round with a pause between processes, all reading the same inputs and weights from
+one ``.npz`` file and given the same thread count through the environment (``OMP_NUM_THREADS``,
+``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``) and each library's own call. Each worker times every case alone,
+reports the BLAS kernels it loaded (``blas_pools``), and prints its samples as one JSON line; the parent keeps
+every call's time (median and interquartile range) and each round's median (their spread, min to max, shows
+how much one process differs from the next).
+
 Peak memory is measured in one extra, untimed call (the tracers slow things down):
 
 * ``peak_traced``: ``tracemalloc`` peak of the Python heap during the call, above what was already allocated.
@@ -40,15 +55,20 @@ Peak memory is measured in one extra, untimed call (the tracers slow things down
   ``reset_peak_memory_stats()``, minus the memory allocated before.
 """
 
+import argparse
 import contextlib
 import gc
+import json
 import math
 import os
 import re
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -67,6 +87,7 @@ class Result:
     peak_traced: int | None = None  # bytes
     peak_rss: int | None = None  # bytes
     peak_device: int | None = None  # bytes
+    round_medians: list = field(default_factory=list)  # separate processes: each round's median
 
     @property
     def median(self):
@@ -112,6 +133,9 @@ class Result:
             "peak_device_mib": None if self.peak_device is None else self.peak_device / mib,
             "times_ms": [t * 1e3 for t in self.times],
         }
+        if self.round_medians:
+            row["rounds"] = len(self.round_medians)
+            row["round_medians_ms"] = [t * 1e3 for t in self.round_medians]
         row.update(extra)
         return row
 
@@ -401,3 +425,162 @@ def settings(quick):
     if quick:
         return {"warmup": 1, "repeat": 3, "min_time": 0.0, "memory": True}
     return {"warmup": 2, "repeat": 7, "min_time": 0.2, "memory": True, "budget": 30.0}
+
+
+# ---- separate processes: one per library and round ---------------------------------------------
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+NAMED_VARIABLES = (*THREAD_VARIABLES, "OPENBLAS_CORETYPE", "XLA_FLAGS", "GLIBC_TUNABLES")
+FRAMEWORKS = ("minisegnet", "numpy", "torch", "jax", "jaxlib", "dezero", "mygrad", "chainer", "cupy")
+
+
+def thread_env(threads):
+    """The environment of a worker process: this one's, with every thread-count variable set to ``threads``.
+
+    With one thread, JAX's XLA is told so as well (it has no flag for other counts: its pool has every core).
+    """
+    env = dict(os.environ, **{k: str(threads) for k in THREAD_VARIABLES})
+    if threads == 1:
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {flags}".strip()
+    return env
+
+
+def time_block(impl, *, warmup=3, min_calls=5, min_time=1.0):
+    """Seconds of each call of ``impl.fn`` after ``warmup`` untimed ones: at least ``min_calls``, >= ``min_time`` s."""
+    for _ in range(warmup):
+        impl.fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < min_time:
+        times.append(_time_calls(impl, 1))
+    return times
+
+
+def host(a):
+    """A NumPy copy of an output of any framework: torch tensors, JAX and CuPy arrays, Variables with ``.data``."""
+    inner = getattr(a, "data", None)
+    if not isinstance(a, np.ndarray) and (isinstance(inner, np.ndarray) or backend.is_gpu_array(inner)):
+        a = inner  # minisegnet and mygrad Tensors, DeZero and Chainer Variables
+    elif hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return backend.to_numpy(a) if backend.is_gpu_array(a) else np.asarray(a)
+
+
+def worker_info(threads):
+    """What a worker ran with: library versions, BLAS pools and kernels, thread counts, the variables that set them."""
+    versions = {k: getattr(sys.modules[k], "__version__", "?") for k in FRAMEWORKS if k in sys.modules}
+    info = {"versions": versions, "blas": blas_pools(), "threads": threads}
+    info["environment"] = {k: os.environ[k] for k in NAMED_VARIABLES if k in os.environ}
+    if "torch" in sys.modules:
+        info["torch threads"] = sys.modules["torch"].get_num_threads()
+    if "minisegnet" in sys.modules:
+        info["minisegnet threads"] = backend.get_num_threads()
+    return info
+
+
+def worker_main(builders, argv=None):
+    """The worker side of ``run_interleaved``: build one framework's cases, time each, print one JSON line.
+
+    ``builders`` = {name: function(data, args) -> [Impl]}; ``data`` is the ``.npz`` every worker reads. Each Impl's
+    ``fn`` returns its outputs (or None); ``--check PATH`` runs each once and saves them instead of timing.
+    """
+    p = argparse.ArgumentParser(description="one benchmark worker (started by run_interleaved)")
+    p.add_argument("--worker", required=True, choices=sorted(builders))
+    p.add_argument("--data", required=True)
+    p.add_argument("--threads", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--min-calls", type=int, default=5)
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--memory", action="store_true", help="also measure each case's peak memory")
+    p.add_argument("--check", help="save each case's outputs of one call to this .npz instead of timing")
+    args, _ = p.parse_known_args(argv)
+    with np.load(args.data) as data:
+        impls = builders[args.worker](dict(data), args)
+    if args.check:
+        outputs = {f"{i.name}/{k}": host(a) for i in impls for k, a in enumerate(i.fn() or ())}
+        np.savez(args.check, **outputs)
+        print(json.dumps({"info": worker_info(args.threads), "cases": {}}))
+        return 0
+    cases = {}
+    for impl in impls:
+        times = time_block(impl, warmup=args.warmup, min_calls=args.min_calls, min_time=args.min_time)
+        cases[impl.name] = {"times": times, "impl": impl.impl, "device": impl.device}
+        if args.memory:
+            memory = measure_memory(impl.fn, sync=impl.sync, device_memory=impl.device_memory, traced=impl.traced)
+            cases[impl.name]["memory"] = memory
+    print(json.dumps({"info": worker_info(args.threads), "cases": cases}))
+    return 0
+
+
+def spawn(script, worker, data, threads, args=(), timeout=None):
+    """Run ``python script --worker worker --data data --threads threads *args``; its JSON line as a dict."""
+    cmd = [sys.executable, str(script), "--worker", worker, "--data", str(data), "--threads", str(threads), *args]
+    proc = subprocess.run(cmd, env=thread_env(threads), capture_output=True, text=True, timeout=timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"benchmark worker {worker!r} of {Path(script).name} failed (exit {proc.returncode}): {why}")
+    return json.loads(lines[-1])
+
+
+def run_interleaved(script, workers, data, *, rounds=5, pause=2.0, threads=2, args=(), memory=False):
+    """Time every worker's cases in separate processes, interleaved: ({worker: {case: Result}}, {worker: info}).
+
+    Round r starts the workers one after the other in the order rotated by r, sleeping ``pause`` seconds before
+    each process; ``memory`` measures peak memory in the first round. A Result holds every call of every round
+    (its median and IQR) and each round's median (``round_medians``).
+    """
+    if rounds < 1 or pause < 0 or threads < 1:
+        raise ValueError(f"need rounds >= 1, pause >= 0, threads >= 1, got {rounds}, {pause}, {threads}")
+    results, infos = {w: {} for w in workers}, {}
+    for r in range(rounds):
+        for k, worker in enumerate(workers[r % len(workers) :] + workers[: r % len(workers)]):
+            if r or k:
+                time.sleep(pause)
+            extra = [*args, "--memory"] if memory and r == 0 else list(args)
+            out = spawn(script, worker, data, threads, extra)
+            infos.setdefault(worker, out["info"])
+            for case, rec in out["cases"].items():
+                res = results[worker].setdefault(case, Result(case, rec["impl"], rec["device"]))
+                res.times += rec["times"]
+                res.round_medians.append(statistics.median(rec["times"]))
+                if "memory" in rec:
+                    res.peak_traced, res.peak_rss, res.peak_device = rec["memory"]
+    return results, infos
+
+
+def check_outputs(script, workers, data, reference, *, threads=1, args=(), rtol=1e-4):
+    """{(worker, output key): normwise relative error against ``reference``'s output}; raises above ``rtol``.
+
+    Each worker runs once with ``--check`` (one call per case from the same inputs and weights) and saves its
+    outputs; an output the reference has and a worker lacks is an error too. ``rtol`` is a number or a function
+    (worker, key) -> tolerance, or None for an output that worker does not compute.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = {}
+        for worker in dict.fromkeys([reference, *workers]):
+            path = Path(tmp) / f"{worker}.npz"
+            spawn(script, worker, data, threads, [*args, "--check", str(path)])
+            with np.load(path) as f:
+                saved[worker] = dict(f)
+    errors, bad = {}, []
+    for worker in workers:
+        for key, ref in saved[reference].items():
+            tol = rtol(worker, key) if callable(rtol) else rtol
+            if tol is None:
+                continue
+            got = saved[worker].get(key)
+            if got is None or got.shape != ref.shape:
+                bad.append(f"{worker} {key}: shape {None if got is None else got.shape}, expected {ref.shape}")
+                continue
+            scale = np.abs(ref).max() or 1.0
+            errors[worker, key] = float(np.abs(got.astype(np.float64) - ref).max() / scale)
+            if errors[worker, key] > tol:
+                bad.append(f"{worker} {key}: relative error {errors[worker, key]:.2e} > {tol:.0e}")
+    if bad:
+        more = f"; and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise RuntimeError(f"outputs differ from {reference}'s: " + "; ".join(bad[:3]) + more)
+    return errors

@@ -83,6 +83,80 @@ def test_timing_doctest():
     assert doctest.testmod(timing).failed == 0
 
 
+WORKER = """
+import sys
+sys.path.insert(0, {bench!r})
+import numpy as np
+from timing import Impl, worker_main
+
+
+def build(scale):
+    def make(data, args):
+        with open(str(data["log"]), "a") as log:
+            log.write(args.worker + " ")
+        if args.worker == "broken":
+            raise ValueError("this worker cannot start")
+        x = data["x"]
+        return [Impl("double", args.worker, "cpu", lambda: (x * scale,))]
+    return make
+
+
+sys.exit(worker_main({{"a": build(2.0), "b": build(2.0), "off": build(2.001), "broken": build(0)}}))
+"""
+
+
+@pytest.fixture
+def worker_script(tmp_path):
+    """A worker script with frameworks "a" and "b" (the same output), "off" (0.05% away) and "broken"."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(bench=str(BENCH)))
+    data, log = tmp_path / "data.npz", tmp_path / "log.txt"
+    np.savez(data, x=np.arange(4.0), log=np.array(str(log)))
+    return script, data, log
+
+
+def test_run_interleaved_rotates_separate_processes_and_keeps_every_round(worker_script):
+    script, data, log = worker_script
+    args = ["--warmup", "1", "--min-calls", "3", "--min-time", "0"]
+    results, infos = timing.run_interleaved(script, ["a", "b"], data, rounds=3, pause=0, threads=1, args=args)
+    assert log.read_text().split() == ["a", "b", "b", "a", "a", "b"]  # the order rotates from round to round
+    for worker in ("a", "b"):
+        res = results[worker]["double"]
+        assert res.impl == worker and len(res.times) == 9 and len(res.round_medians) == 3
+        assert res.row()["rounds"] == 3 and len(res.row()["round_medians_ms"]) == 3
+        assert infos[worker]["threads"] == 1 and infos[worker]["environment"]["OPENBLAS_NUM_THREADS"] == "1"
+        assert "blas" in infos[worker]
+
+
+def test_check_outputs_compares_every_worker_with_the_reference(worker_script):
+    script, data, _ = worker_script
+    errors = timing.check_outputs(script, ["b"], data, "a")
+    assert errors == {("b", "double/0"): 0.0}
+    with pytest.raises(RuntimeError, match=r"off double/0: relative error 5\.00e-04 > 1e-04") as info:
+        timing.check_outputs(script, ["b", "off"], data, "a")
+    assert "\n" not in str(info.value)
+
+
+def test_a_failing_worker_is_one_clear_line(worker_script):
+    script, data, _ = worker_script
+    with pytest.raises(RuntimeError, match="worker 'broken' of worker.py failed \\(exit 1\\): ValueError: this worker"):
+        timing.run_interleaved(script, ["broken"], data, rounds=1, pause=0, threads=1)
+    with pytest.raises(ValueError, match="need rounds >= 1"):
+        timing.run_interleaved(script, ["a"], data, rounds=0)
+
+
+def test_bench_conv_quick_checks_and_times_in_separate_processes():
+    import bench_conv
+
+    rows = bench_conv.run(quick=True, memory=False, workers=["minisegnet", "textbook"])
+    assert len(rows) == len(bench_conv.SHAPES)  # no memory row
+    assert all(r["minisegnet_s"] > 0 and len(r["textbook_rounds_s"]) == 1 for r in rows)
+    workers = rows[0]["workers"]
+    assert workers["minisegnet"]["versions"]["minisegnet"] and "blas" in workers["textbook"]
+    text = bench_conv.markdown(rows)
+    assert "| conv3x3 | 1 | 3 -> 16 |" in text and "Each worker process ran with" in text
+
+
 def test_torch_twin_is_the_same_unet():
     torch = pytest.importorskip("torch")
     import bench_train_step as b
@@ -116,6 +190,7 @@ def test_run_all_writes_tables_and_plots(tmp_path):
         text = (out / f"{bench}_cpu_quick.md").read_text()
         assert "| cpu |" in text and "| gpu | no GPU |" in text or backend.cupy_available()
         assert "median" in text and "numpy" in text
+        assert ("separate processes" in text) == (bench == "train")
         rows = json.loads((out / f"{bench}_cpu_quick.json").read_text())["rows"]
         assert rows and all(r["device"] == "cpu" for r in rows)
     for plot in ("kernels", "scaling"):
@@ -151,3 +226,13 @@ def test_profile_step_refuses_no_steps(capsys):
     with pytest.raises(SystemExit):
         profile_step.main(["--steps", "0"])
     assert "--steps must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_winograd_quick_checks_each_phase_against_the_default_path():
+    import bench_winograd
+
+    rows, infos = bench_winograd.run(quick=True)
+    assert [r["phase"] for r in rows] == list(bench_winograd.PHASES) * 2
+    assert all(r["winograd4_s"] > 0 and r["winograd2_ratio"] > 0 for r in rows)
+    assert set(infos) == set(bench_winograd.WORKERS)
+    assert "| (1, 3->16, 8x8) | fwd |" in bench_winograd.markdown(rows, infos)
