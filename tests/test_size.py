@@ -44,7 +44,8 @@ def test_a_string_that_is_not_first_in_its_body_counts_as_code():
 
 
 def test_over_budget_names_the_module_and_the_total():
-    problems = size.over_budget({"a.py": 500, "b.py": 10}, {"max_module_lines": 400, "max_package_lines": 100})
+    limits = {"max_module_lines": 400, "max_package_lines": 100, "max_core_lines": 10}
+    problems = size.over_budget({"a.py": 500, "b.py": 10}, limits)
     assert problems == ["a.py: 500 code lines > 400", "package total 510 code lines > 100"]
 
 
@@ -52,3 +53,12 @@ def test_report_lists_modules_and_total(capsys):
     assert size.main() == 0
     out = capsys.readouterr().out
     assert "minisegnet/backend.py" in out and "total (" in out and "code lines" in out
+    assert out.index("the core story") < out.index("minisegnet/tensor.py") < out.index("minisegnet/ops/conv.py")
+
+
+def test_the_core_story_is_counted_apart_and_every_file_of_it_exists():
+    sizes = size.module_sizes()
+    assert all(path in sizes for path, _ in size.CORE)
+    assert size.core_total(sizes) == sum(sizes[path] for path, _ in size.CORE) < sum(sizes.values())
+    problems = size.over_budget(sizes, {"max_module_lines": 10**6, "max_package_lines": 10**6, "max_core_lines": 10})
+    assert problems == [f"core story {size.core_total(sizes)} code lines > 10"]
