@@ -73,6 +73,7 @@ from pathlib import Path
 import numpy as np
 
 from minisegnet import backend
+from minisegnet import threads as minisegnet_threads
 
 
 @dataclass
@@ -474,7 +475,7 @@ def worker_info(threads):
     if "torch" in sys.modules:
         info["torch threads"] = sys.modules["torch"].get_num_threads()
     if "minisegnet" in sys.modules:
-        info["minisegnet threads"] = backend.get_num_threads()
+        info["minisegnet threads"] = minisegnet_threads.get_num_threads()
     return info
 
 

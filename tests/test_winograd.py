@@ -19,8 +19,9 @@ import pytest
 
 import minisegnet.ops as F
 from minisegnet import Tensor
-from minisegnet.backend import reference_kernels, to_device, to_numpy
+from minisegnet.backend import to_device, to_numpy
 from minisegnet.ops.fast import winograd
+from minisegnet.registry import reference_kernels
 
 from utils import rel_error
 

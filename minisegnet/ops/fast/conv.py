@@ -18,6 +18,8 @@ ops/fast/__init__.py. What the products do differently (benchmarks/bench_conv.py
   (``shifted_im2col``): each kernel offset is then one contiguous run per image instead of many
   short rows, for a product wider by the ``pitch - OW`` junk values per row, dropped afterwards
   (``_row_pitch`` says where that pays).
+- A 3x3 stride-1 convolution with many channels goes through Winograd's F(4x4, 3x3) (fast/winograd.py),
+  forward and input gradient: 4x fewer multiplications for the cost of its tile transforms.
 - Where the windows tile the image (kernel = stride, no padding: the 2x2 stride-2 transposed
   convolution of a U-Net), the columns are a plain reordering: one product per image and one
   reordering copy, forward and backward (``_tiled``).
@@ -28,18 +30,29 @@ The backward rebuilds the columns instead of keeping them from the forward pass:
 keeping them would hold KH*KW copies of every layer's input until the backward pass.
 """
 
+import numpy as np
+
 from ...backend import get_array_module
 from .. import conv as taught
 from ..sizes import conv_out_size
+from . import winograd
 from .im2col import col2im, cuda_columns, im2col, shifted_col2im, shifted_runs
 from .workspace import batch_chunks, row_bands, run_chunks, scratch, total
+
+# Both channel counts at least this: a 3x3 stride-1 convolution goes through Winograd's F(4x4, 3x3) on the CPU
+# (its forward, and its input gradient, which is a forward pass of gy), where the 4x fewer multiplications pay for
+# the transforms; with fewer channels the transforms cost more than they save (benchmarks/bench_winograd.py).
+WINOGRAD_CHANNELS = 64
 
 
 def conv_forward(x, W, b, args, windows=None):
     """y (N, OC, OH, OW) = W2 @ im2col(x) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None."""
     xp = get_array_module(x)
     N, OC = x.shape[0], W.shape[0]
-    OH, OW = windows = windows or conv_out_size(x.shape[2:], W.shape[2:], *args)
+    every = conv_out_size(x.shape[2:], W.shape[2:], *args)
+    OH, OW = windows = tuple(windows or every)
+    if _winograd(xp, W.shape, args) and windows == every:
+        return winograd.conv2d_forward(x, W, b, args[1])
     y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
     W2 = W.reshape(OC, -1)
 
@@ -130,6 +143,13 @@ def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
     gx = conv_forward(gy, W, None, args, x.shape[2:]) if want_gx else None
     gW = conv_weight_grad(gy, x, W.shape, args) if want_gW else None
     return gx, gW
+
+
+def _winograd(xp, W_shape, args):
+    # True for a 3x3, stride-1, undilated convolution of at least WINOGRAD_CHANNELS channels in and out, on NumPy.
+    stride, _, dilation = args
+    square = W_shape[2:] == (3, 3) and stride == (1, 1) and dilation == (1, 1)
+    return xp is np and square and min(W_shape[:2]) >= WINOGRAD_CHANNELS
 
 
 def _tiled(W_shape, args, size, windows):
