@@ -191,6 +191,22 @@ def test_a_second_training_of_a_held_run_is_refused_at_once(tmp_path):
     assert not run.exists(), "a claim that ends without a checkpoint leaves no folder"
 
 
+def test_two_trainings_of_one_name_started_together_leave_one_consistent_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "minisegnet", "train", "--out", str(tmp_path), "--name", "run", *TINY]
+    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": env}
+    both = [subprocess.Popen([*argv, "--lr", lr], **pipes) for lr in ("0.01", "0.02")]
+    errs = [p.communicate()[1] for p in both]
+    codes = [p.returncode for p in both]
+    assert sorted(codes) == [0, 2], errs
+    loser = errs[codes.index(2)]
+    assert loser.count("\n") == 1 and ("is in use" in loser or "already holds" in loser), loser
+    lr = json.loads((tmp_path / "run" / "config.json").read_text())["lr"]
+    assert lr == [0.01, 0.02][codes.index(0)]
+    for name in ("checkpoint_last.npz", "checkpoint_best.npz"):
+        assert io.load(tmp_path / "run" / name)["config"]["lr"] == lr, "config.json describes the checkpoints"
+
+
 def test_one_claim_object_can_be_reused_and_nesting_it_is_refused(tmp_path):
     held = runs.claim(tmp_path / "out" / "run")
     for _ in range(2):
