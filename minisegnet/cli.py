@@ -43,7 +43,6 @@ def _add_config_options(parser):
             parser.add_argument(
                 flag, type=kind, default=argparse.SUPPRESS, metavar=field.name.upper(), help=HELP[field.name] + shown
             )
-    parser.add_argument("--threads", type=int, default=None, help="deprecated: the old name of --blas-threads")
 
 
 MODEL_FLAGS = ("model", "block", "up", "base_channels", "depth", "num_classes")
@@ -72,9 +71,6 @@ def cmd_train(args):
     from .train import Diverged, train
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    if args.threads is not None:
-        print("note: --threads is now --blas-threads (BLAS's threads, not minisegnet's own)", file=sys.stderr)
-        given.setdefault("blas_threads", args.threads)
     cfg = TrainConfig(**{"device": _env_device(), **given})
     try:
         summary = train(cfg, resume=args.resume, progress=not args.no_progress, explicit=list(given))
@@ -99,7 +95,7 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .predict import evaluate_checkpoint
+    from .evaluate import evaluate_checkpoint
 
     evaluate_checkpoint(args.checkpoint, data=args.data, device=args.device, json_path=args.json)
     return 0
@@ -172,13 +168,13 @@ def cmd_gradcheck(args):
 
 
 def cmd_export(args):
-    from .train import load_model
+    from . import export
+    from .runs import load_model
 
-    model, cfg, _ = load_model(args.checkpoint)
     path = Path(args.output or Path(args.checkpoint).with_suffix(".pt" if args.to == "torch" else ".onnx"))
+    model, cfg, _ = load_model(args.checkpoint)
+    path = export.check_target(path, source=args.checkpoint, force=args.force)
     try:
-        from . import export
-
         if args.to == "torch":
             export.save_torch(model, path)
         else:
@@ -254,6 +250,7 @@ def build_parser():
     p.add_argument("checkpoint")
     p.add_argument("--to", choices=("torch", "onnx"), required=True)
     p.add_argument("-o", "--output", default=None, help="where to write (default: the checkpoint's name, .pt or .onnx)")
+    p.add_argument("--force", action="store_true", help="replace the output file when it exists")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -275,11 +272,11 @@ BAD_INPUT = (
     IsADirectoryError,
 )
 OS_HINTS = {
-    errno.ENOSPC: "the disk is full: free some space or pass another --out",
-    errno.EACCES: "no permission: pass a folder you can write to (--out)",
-    errno.EROFS: "the file system is read-only: pass another --out",
-    errno.ENOTDIR: "a file stands where a folder should be: --out must be a folder",
-    errno.EEXIST: "a file stands where a folder should be: --out must be a folder",
+    errno.ENOSPC: "the disk is full: free some space or choose another place",
+    errno.EACCES: "no permission: choose a place you can write to",
+    errno.EROFS: "the file system is read-only: choose another place",
+    errno.ENOTDIR: "a file stands where a folder should be",
+    errno.EEXIST: "a file stands where a folder should be",
 }
 
 
@@ -299,15 +296,26 @@ def main(argv=None):
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # the benchmark runner parses its own options
-        return cmd_bench(argv[1:])
+        return _interruptible(cmd_bench, argv[1:], debug=False)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
+    return _interruptible(args.func, args, debug=args.debug or os.environ.get("MINISEGNET_DEBUG") == "1")
+
+
+def _interruptible(command, args, debug):
+    # Every command: an error is one line and an exit code (explain), Ctrl-C one line and 130. Files are
+    # written whole or not at all (io.write_atomically), so an interrupted command leaves no half file.
     try:
-        return args.func(args)
+        return command(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return 130
     except Exception as e:
-        if args.debug or os.environ.get("MINISEGNET_DEBUG") == "1":
+        if debug:
             raise
         code, message = explain(e)
         print(f"error: {message}", file=sys.stderr)

@@ -6,18 +6,26 @@ it computes the same outputs, in training and in eval mode.
 
     to_torch(model)             UNet / FCN -> torch.nn.Module (same names, weights, statistics and mode)
     from_torch(module)          a module to_torch made (and perhaps trained on) -> UNet / FCN
-    to_onnx(model, path, ...)   through torch.onnx; checked with onnxruntime where it is installed
+    to_onnx(model, path, ...)   one self-contained .onnx file, any batch size and image size the model takes;
+                                checked with onnxruntime where it is installed
     save_torch(model, path)     a .pt file: the twin's state_dict and config (``load_torch(path)`` rebuilds it)
+
+Both write a temporary file beside ``path`` and rename it (``io.write_atomically``): ``path`` holds the old
+file or the whole new one, never half of one. ``check_target`` is what ``minisegnet export`` checks first.
 
 torch, onnx, onnxscript and onnxruntime are optional (``pip install -e ".[export]"``); torch is imported inside
 these functions only, so ``import minisegnet`` never needs it.
 """
 
+import errno
 import functools
+import os
+from pathlib import Path
 
 import numpy as np
 
 from .backend import to_numpy
+from .io import write_atomically
 from .models import FCN, UNet
 
 INSTALL = 'pip install -e ".[export]"'
@@ -229,8 +237,8 @@ def save_torch(model, path):
     torch = _torch()
     module = to_torch(model)
     kind = "UNet" if isinstance(model, UNet) else "FCN"
-    torch.save({"kind": kind, "config": module.config, "state_dict": module.state_dict()}, str(path))
-    return path
+    saved = {"kind": kind, "config": module.config, "state_dict": module.state_dict()}
+    return write_atomically(path, lambda tmp: torch.save(saved, tmp))
 
 
 def load_torch(path):
@@ -244,11 +252,13 @@ def load_torch(path):
 
 
 def to_onnx(model, path, input_shape=None, opset=18, check=True):
-    """Write ``model`` in eval mode as an ONNX file at ``path``; returns the path.
+    """Write ``model`` in eval mode as one ONNX file at ``path`` (the weights inside it); returns the path.
 
     ``input_shape`` (N, C, H, W) is the example input traced (default (1, in_channels, 2**depth, 2**depth)
-    for a U-Net, 32 x 32 for an FCN); the batch size stays free in the file. With ``check`` and onnxruntime
-    installed, the file is run on a random input and compared with the model (max abs difference <= 1e-4).
+    for a U-Net, 32 x 32 for an FCN); batch size, height and width stay free in the file, so it takes any
+    size the model takes (a U-Net's sides divisible by 2**depth, an FCN's by 32). With ``check`` and
+    onnxruntime installed, the file is run on a random input and compared with the model (max abs
+    difference <= 1e-4) before it is put at ``path``.
     """
     torch = _torch()
     module = to_torch(model).eval()
@@ -256,20 +266,25 @@ def to_onnx(model, path, input_shape=None, opset=18, check=True):
         side = 2**model.depth if isinstance(model, UNet) else 32
         input_shape = (1, model.in_channels, side, side)
     x = torch.from_numpy(np.random.default_rng(0).random(input_shape, dtype=np.float32))
-    torch.onnx.export(
-        module,
-        (x,),
-        str(path),
-        input_names=["images"],
-        output_names=["logits"],
-        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
-    if check:
-        check_onnx(path, module, x.numpy())
-    return path
+    free = torch.export.Dim.DYNAMIC  # the exporter works out which sizes the network takes
+
+    def write(tmp):
+        torch.onnx.export(
+            module,
+            (x,),
+            tmp,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: free, 2: free, 3: free}},
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,  # the weights inside the .onnx file, not in a .onnx.data beside it
+            verbose=False,
+        )
+        if check:
+            check_onnx(tmp, module, x.numpy())
+
+    return write_atomically(path, write)
 
 
 def check_onnx(path, module, x):
@@ -287,3 +302,29 @@ def check_onnx(path, module, x):
     if error > 1e-4:
         raise RuntimeError(f"the ONNX file {path} differs from the model by {error:.2e} (expected <= 1e-4)")
     return error
+
+
+def check_target(path, source=None, force=False):
+    """Make ``path`` ready to be written by an export, or raise one clear error naming it.
+
+    Refused: a folder; ``source`` itself (the checkpoint exported), even with ``force``; an existing
+    file unless ``force``. A missing folder above ``path`` is made; one that cannot be written is a
+    PermissionError naming it. Returns ``path`` as a Path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"-o {path} is a folder; name a file in it")
+    if source is not None and path.exists() and os.path.samefile(path, source):
+        raise ValueError(f"-o {path} is the checkpoint being exported; name another file")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass --force to replace it, or name another file with -o")
+    folder = path.parent
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise NotADirectoryError(f"-o {path}: {above} is a file, not a folder")
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+    return path

@@ -8,8 +8,8 @@ and all the plain values go, as JSON, into one more entry named ``__meta__``. Lo
 ``np.load(allow_pickle=False)``, so a checkpoint can hold no code, only numbers.
 
 The file is written to a temporary file in the same directory and renamed over ``path`` with ``os.replace``
-(atomic on POSIX and Windows), so a crash mid-write leaves the previous checkpoint intact; the file gets the
-permissions the user's umask gives any new file (``mkstemp`` alone would make it private).
+(atomic on POSIX and Windows; ``write_atomically``), so a crash mid-write leaves the previous checkpoint intact;
+the file gets the permissions the user's umask gives any new file (``mkstemp`` alone would make it private).
 
 ``to_json(obj)`` writes metrics as strict JSON: NaN and Inf become ``null``.
 """
@@ -75,14 +75,32 @@ def save(path, obj):
     meta = {"format": FORMAT, "order": list(_order(obj)), "values": values, "empty": empty}
     arrays[META] = np.array(json.dumps(meta))  # a 0-d unicode array loads without pickle
 
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            _write_npz(f, arrays)
+
+    return write_atomically(path, write)
+
+
+def write_atomically(path, write):
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it over ``path``; returns ``path``.
+
+    ``os.replace`` is atomic, so ``path`` holds either what stood there before or the whole new file, also
+    after a crash or Ctrl-C mid-write, and the temporary file is removed when ``write`` fails. A missing or
+    unwritable folder is an OSError naming the folder (not the temporary file). ``torch.save``, the ONNX
+    exporter and ``save`` all write through here.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays)
-            f.flush()
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, folder) from None
+    try:
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's file is private; a written file follows the umask
+        write(tmp)
+        with open(tmp, "rb+") as f:  # on disk before the rename, so a power cut cannot leave an empty file
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -90,6 +108,16 @@ def save(path, obj):
             os.remove(tmp)
         raise
     return path
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically (``write_atomically``); returns ``path``."""
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return write_atomically(path, write)
 
 
 def _umask():

@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from . import predict
 from .data import colorize
-from .predict import predict_masks  # also reached as plots.predict_masks, as the lessons do
 
 
 def plot_curves(history, path):
@@ -37,7 +37,7 @@ def plot_predictions(model, dataset, path, device="cpu", n=6):
     n = min(n, len(dataset))
     images = np.stack([dataset[i][0] for i in range(n)])
     truths = np.stack([dataset[i][1] for i in range(n)])
-    preds = predict_masks(model, images, device)
+    preds = predict.predict_masks(model, images, device)
     # Labels outside the classes (255 = "ignore" in your own folders) are drawn white.
     C = dataset.num_classes
     palette = np.vstack([np.asarray(dataset.palette, dtype=np.uint8), [[255, 255, 255]]])

@@ -1,6 +1,6 @@
 """Inference: masks from a model (``predict_masks``), and a trained checkpoint used from the command line,
-``minisegnet evaluate`` (per-class metrics) and ``minisegnet predict`` (``predict_files``: per image a figure of
-the image, its classes with a legend and the class edges on the image, plus a colour mask and an overlay).
+``minisegnet predict`` (``predict_files``: per image a figure of the image, its classes with a legend and the
+class edges on the image, plus a colour mask and an overlay; evaluate.py: ``minisegnet evaluate``).
 
 A U-Net of depth d needs sides divisible by 2^d (an FCN by 32); ``segment_image`` pads an image of
 any size by reflection up to the next valid size and crops the prediction back, so every pixel of
@@ -19,10 +19,9 @@ from PIL import Image, UnidentifiedImageError
 from .backend import to_device, to_numpy
 from .data import colorize
 from .data.folder import IMAGE_SUFFIXES, load_image
-from .io import to_json
-from .recipe import ignore_index_of, load_datasets, side_multiple
+from .recipe import side_multiple
+from .runs import load_model
 from .tensor import no_grad
-from .train import evaluate_model, load_model
 
 TILE_LIMIT = 1024 * 1024  # pixels; a larger image is segmented window by window
 TILE = 256  # a window's side, rounded up to what the model takes
@@ -273,34 +272,3 @@ def predict_files(checkpoint, inputs, out=None, device="cpu", size=None, force=F
             if report is not None and done:
                 report(path, done)
     return written
-
-
-def format_metrics_table(result, class_names):
-    """Per-class IoU and Dice as an aligned text table, then the means."""
-    width = max(len("class"), *(len(c) for c in class_names))
-    lines = [f"{'class':<{width}}  {'IoU':>6}  {'Dice':>6}"]
-    for name, i, d in zip(class_names, result["iou"], result["dice"]):
-        lines.append(f"{name:<{width}}  {_fmt(i)}  {_fmt(d)}")
-    lines.append(f"{'mean':<{width}}  {_fmt(result['miou'])}  {_fmt(result['mean_dice'])}")
-    lines.append(f"foreground mIoU {result['fg_miou']:.4f}   pixel accuracy {result['pixel_acc']:.4f}")
-    return "\n".join(lines)
-
-
-def _fmt(v):
-    return "   n/a" if v is None or not np.isfinite(v) else f"{v:6.4f}"
-
-
-def evaluate_checkpoint(checkpoint, data=None, device="cpu", json_path=None):
-    """Print per-class IoU and Dice of a checkpoint on the validation split of ``data``; write them as JSON."""
-    model, cfg, state = load_model(checkpoint)
-    if data is not None:
-        cfg.data = data
-    model.to(device)
-    _, val_ds = load_datasets(cfg)
-    result = evaluate_model(model, val_ds, device=device, ignore_index=ignore_index_of(cfg))
-    print(f"{checkpoint} on {cfg.data} ({len(val_ds)} validation images)")
-    print(format_metrics_table(result, val_ds.class_names))
-    json_path = Path(json_path) if json_path else Path(checkpoint).with_suffix(".eval.json")
-    json_path.write_text(to_json({"checkpoint": str(checkpoint), "data": cfg.data, **result}))
-    print(f"wrote {json_path}")
-    return result

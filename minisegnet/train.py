@@ -1,4 +1,4 @@
-"""Training, evaluation and checkpoints: what ``minisegnet train`` and ``minisegnet evaluate`` run.
+"""Training and evaluation: what ``minisegnet train`` runs (runs.py: run folders and checkpoints).
 
     >>> from minisegnet.recipe import TrainConfig
     >>> TrainConfig(quick=True).resolved().epochs
@@ -7,10 +7,12 @@
 A run writes ``runs/<name>/``: ``config.json``, ``checkpoint_last.npz`` and ``checkpoint_best.npz``
 (model, optimiser, schedule, history; no pickle, written to a temporary file and renamed),
 ``metrics.json`` (per-epoch history and the final validation metrics, strict JSON), ``curves.png`` and
-``predictions.png``. Nothing is written before the first epoch's checkpoint, and a folder that holds
-checkpoints is never trained into again. ``resume=True`` continues from ``checkpoint_last.npz`` with the
-configuration saved there and ends with exactly the weights an uninterrupted run with the same seed
-reaches (data order, augmentation and initialisation all come from the seed and the epoch number).
+``predictions.png``. The folder is held by one training at a time (``train.lock`` while it runs: a second
+training of the same run is refused at once); a run that ends before its first checkpoint leaves no
+folder behind, and a folder that holds checkpoints is never trained into again. ``resume=True``
+continues from ``checkpoint_last.npz`` with the configuration saved there and ends with exactly the
+weights an uninterrupted run with the same seed reaches (data order, augmentation and initialisation
+all come from the seed and the epoch number).
 Training stops with ``Diverged`` when the loss stops being finite or blows up (``LOSS_LIMIT``), or when
 the weights or batch-norm statistics do. The loss and the losses' input checks are read every
 ``FLUSH_EVERY`` steps, not every step (a GPU step then never waits for the host): a blow-up is named at
@@ -30,7 +32,6 @@ from .backend import check_device, get_array_module, to_device, to_numpy
 from .checks import CheckFailed, deferred_checks
 from .data.augment import Compose, flip, rot90
 from .data.loader import DataLoader
-from .recipe import TrainConfig, build_model  # lessons 08 and 09 still import these two from here
 from .tensor import no_grad
 
 # Our losses start near log(C) (< 6 for up to 256 classes; border weights multiply that by at most 11):
@@ -41,23 +42,35 @@ FLUSH_EVERY = 10
 
 
 @no_grad()
-def evaluate_model(model, dataset, batch_size=32, device="cpu", ignore_index=None):
-    """Validation metrics (``SegmentationMeter.compute()``) of ``model`` on ``dataset``, in eval mode."""
+def evaluate_model(model, dataset, batch_size=32, device="cpu", ignore_index=None, num_classes=None, class_names=None):
+    """Validation metrics (``SegmentationMeter.compute()``) of ``model`` on ``dataset``, in eval mode.
+
+    ``num_classes`` and ``class_names`` are the model's classes (default: the data set's). A data set
+    without one labelled pixel is a ValueError naming it: it has nothing to score.
+    """
+    name = getattr(dataset, "name", "the data set")
+    if not len(dataset):
+        raise ValueError(f"{name} holds no image: nothing to score")
+    C = num_classes or dataset.num_classes
+    if class_names is None and C == dataset.num_classes:
+        class_names = dataset.class_names
+    training = model.training
     model.eval()
-    meter = metrics.SegmentationMeter(dataset.num_classes, ignore_index, class_names=dataset.class_names)
+    meter = metrics.SegmentationMeter(C, ignore_index, class_names=class_names)
     with deferred_checks():  # the meter's label checks: read once, at the end, not once per batch
         for images, masks in DataLoader(dataset, batch_size=batch_size):
             meter.update(model(to_device(images, device)).data, to_device(masks, device))
-    model.train()
-    return meter.compute()
+    model.train(training)
+    result = meter.compute()
+    if not np.sum(result["confusion_matrix"]):
+        why = f"its {len(dataset)} masks hold only the ignore label {ignore_index}"
+        raise ValueError(f"{name} has no labelled pixel to score: {why}")
+    return result
 
 
 class Diverged(RuntimeError):
     """Training blew up (a NaN, Inf or exploding loss, or non-finite weights or running statistics); the last
     good checkpoint is left untouched and stays the best."""
-
-
-NonFiniteLoss = Diverged  # the earlier name
 
 
 def _diverged(what, step, lr, checkpoint):
@@ -88,6 +101,8 @@ def train_epoch(model, batches, loss_fn, opt, schedule, meter, step, device="cpu
     losses, pending = [], []  # pending: (step, learning rate, loss, logits finite) on the device, not yet read
     with deferred_checks() as checks:
         for images, masks in batches:
+            if not len(images):
+                raise ValueError(f"the batch of step {step + 1} holds no image; every batch needs at least one")
             images, masks = to_device(images, device), to_device(masks, device)
             step += 1
             checks.step = step
@@ -138,9 +153,9 @@ def _flush(checks, pending, losses, checkpoint):
 
 def _check_finite_state(state, step, lr, checkpoint):
     # The host copies the checkpoint writes anyway: weights and batch-norm statistics, read once per epoch.
-    for name, value in state["model"].items():
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise _diverged(f"{name} is no longer finite", step, lr, checkpoint)
+    name = runs.non_finite(state["model"])
+    if name is not None:
+        raise _diverged(f"{name} is no longer finite", step, lr, checkpoint)
 
 
 def train(cfg, resume=False, progress=True, on_epoch_end=None, explicit=None):
@@ -149,29 +164,26 @@ def train(cfg, resume=False, progress=True, on_epoch_end=None, explicit=None):
     ``resume``: continue ``cfg.run_dir`` with its saved configuration; a setting of ``cfg`` that differs is a
     ValueError (only the fields named in ``explicit``, when given: the command line's flags, which also
     win over quick mode). Without ``resume`` a run folder that holds checkpoints is a FileExistsError.
-    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoints are written (tests use it to
-    interrupt a run). Raises ``Diverged`` naming the step when training blows up.
+    The run folder is held (``runs.claim``) from before the data is read until the end: a second training
+    of the same run meanwhile is a FileExistsError at once. ``on_epoch_end(epoch, record)`` is called after
+    each epoch's checkpoints are written (tests use it to interrupt a run). Raises ``Diverged`` naming the
+    step when training blows up.
     """
     from threadpoolctl import threadpool_limits
 
+    runs.check_name(cfg.name)
     cfg = cfg.resolved(keep=explicit or ())
-    state = None
-    if resume:
-        state = runs.last_state(cfg)
-        cfg = runs.resumed_config(cfg, state["config"], explicit)
-    else:
-        runs.refuse_overwrite(cfg)
-    cfg.check()
-    with threadpool_limits(limits=cfg.blas_threads or None):
-        return _train(cfg, state, progress, on_epoch_end)
-
-
-def _restore(target, saved, where):
-    # A model, optimiser or schedule from a checkpoint; one of another model or depth is a one-line error.
-    try:
-        target.load_state_dict(saved)
-    except (KeyError, ValueError, TypeError, IndexError) as e:
-        raise ValueError(f"{where} does not fit the model its configuration describes: {e}") from None
+    if not resume:
+        cfg.check()  # bad values are refused before the run folder is made
+    with runs.claim(cfg.run_dir):
+        state = None
+        if resume:
+            state = runs.last_state(cfg)
+            cfg = runs.resumed_config(cfg, state["config"], explicit).check()
+        else:
+            runs.refuse_overwrite(cfg)
+        with threadpool_limits(limits=cfg.blas_threads or None):
+            return _train(cfg, state, progress, on_epoch_end)
 
 
 def _train(cfg, state, progress, on_epoch_end):
@@ -185,7 +197,7 @@ def _train(cfg, state, progress, on_epoch_end):
     if steps_per_epoch == 0:
         n = len(train_ds)
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {n} training images; pass at most {n}")
-    model = build_model(cfg, 3, train_ds.num_classes).to(device)
+    model = recipe.build_model(cfg, 3, train_ds.num_classes).to(device)
     opt, schedule = recipe.make_optimizer(cfg, model, steps_per_epoch)
     masks = np.asarray(train_ds.masks) if cfg.class_weights == "balanced" else None  # data read from disk: no masks
     loss_fn = recipe.make_loss(cfg, masks, train_ds.num_classes, device)
@@ -196,7 +208,7 @@ def _train(cfg, state, progress, on_epoch_end):
     start_epoch, history, best, elapsed = 0, [], -1.0, 0.0
     if state is not None:
         for target, key in ((model, "model"), (opt, "optimizer"), (schedule, "schedule")):
-            _restore(target, state[key], last)
+            runs.restore(target, state[key], last)
         start_epoch, history, best, elapsed = state["epoch"] + 1, state["history"], state["best"], state["elapsed"]
         runs.clean_leftovers(run_dir)
 
@@ -250,10 +262,9 @@ def _train(cfg, state, progress, on_epoch_end):
                 "palette": np.asarray(train_ds.palette),
             }
             _check_finite_state(state, step, opt.lr, kept)
-            if epoch == start_epoch:  # the folder and config.json appear only once a first epoch has succeeded
-                run_dir.mkdir(parents=True, exist_ok=True)
+            if epoch == start_epoch:  # config.json appears once a first epoch has succeeded
                 runs.clean_leftovers(run_dir)
-                (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+                io.write_text(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
             # Best first, then last: a kill between the two resumes from the earlier last and redoes this epoch.
             if val["fg_miou"] > best:
                 best = val["fg_miou"]
@@ -278,22 +289,7 @@ def _train(cfg, state, progress, on_epoch_end):
         "parameters": models.count_parameters(model),
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    (run_dir / "metrics.json").write_text(io.to_json(summary))
+    io.write_text(run_dir / "metrics.json", io.to_json(summary))
     plot_curves(history, run_dir / "curves.png")
     plot_predictions(model, val_ds, run_dir / "predictions.png", device=device)
     return summary
-
-
-def load_model(checkpoint):
-    """Rebuild the model saved in a checkpoint; returns (model, config, checkpoint state)."""
-    state = io.load(checkpoint)
-    if not isinstance(state.get("config"), dict) or "num_classes" not in state or "model" not in state:
-        raise ValueError(f"{checkpoint} lacks a model, config or class count: not a `minisegnet train` checkpoint")
-    saved = dict(state["config"])
-    saved.setdefault("blas_threads", saved.pop("threads", 1))  # checkpoints from before the rename
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in fields})
-    model = build_model(cfg, 3, state["num_classes"])
-    _restore(model, state["model"], checkpoint)
-    model.eval()
-    return model, cfg, state

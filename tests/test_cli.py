@@ -150,6 +150,33 @@ def test_explain_gives_an_exit_code_and_a_line_for_any_exception(error, code, wo
     assert got == code and words in line and "\n" not in line
 
 
+COMMANDS = {
+    "evaluate": ["evaluate", "c.npz"],
+    "predict": ["predict", "c.npz", "x.png"],
+    "export": ["export", "c.npz", "--to", "onnx"],
+    "gradcheck": ["gradcheck"],
+    "bench": ["bench", "--quick"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_ctrl_c_is_one_line_and_exit_130_in_every_command(command, monkeypatch, capsys):
+    from minisegnet import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, f"cmd_{command}", interrupted)
+    assert cli.main(COMMANDS[command]) == 130
+    assert capsys.readouterr().err == "\ninterrupted\n"
+
+
+def test_the_old_threads_flag_is_an_unknown_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--threads", "2"])
+    assert info.value.code == 2 and "unrecognized arguments: --threads 2" in capsys.readouterr().err
+
+
 def test_black_and_white_masks_are_an_error_until_mask_values_maps_them(tmp_path):
     from PIL import Image
 
@@ -170,7 +197,7 @@ def test_black_and_white_masks_are_an_error_until_mask_values_maps_them(tmp_path
 
 
 def test_a_large_image_is_segmented_in_windows(checkpoint, monkeypatch):
-    from minisegnet.train import load_model
+    from minisegnet.runs import load_model
 
     model, cfg, _ = load_model(checkpoint)
     image = np.random.default_rng(0).random((3, 45, 70)).astype(np.float32)

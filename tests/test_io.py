@@ -125,3 +125,25 @@ def test_to_json_is_strict_json_with_null_for_nan_and_inf():
 
     text = io.to_json({"iou": [float("nan"), 0.5], "loss": float("inf"), "n": 3})
     assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"iou": [None, 0.5], "loss": None, "n": 3}
+
+
+def test_write_atomically_keeps_the_old_file_and_no_temporary_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"old")
+
+    def half(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"ne")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        io.write_atomically(path, half)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["model.pt"]
+    io.write_text(path, "new")
+    assert path.read_text() == "new" and os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_write_atomically_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        io.write_text(tmp_path / "nowhere" / "m.json", "{}")
+    assert info.value.filename == str(tmp_path / "nowhere")

@@ -223,7 +223,7 @@ def test_memory_while_reading_from_disk_does_not_grow_with_the_number_of_images(
 @pytest.mark.slow
 def test_a_resumed_run_on_random_crops_ends_with_the_uninterrupted_weights(tmp_path):
     from minisegnet import io, train
-    from minisegnet.train import TrainConfig
+    from minisegnet.recipe import TrainConfig
 
     write_tree(tmp_path / "data", "pet", n=8)
     cfgs = [TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path), name=n, quick=True, crop=True) for n in "ab"]

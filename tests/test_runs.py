@@ -5,6 +5,7 @@ weights of an uninterrupted one."""
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minisegnet import io
+from minisegnet import io, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 # 3 epochs of 2 steps on 16x16 images: the smallest run that has a "between two epochs".
@@ -158,13 +159,13 @@ def test_resume_keeps_the_saved_configuration_and_refuses_a_conflicting_flag(tmp
 
 
 def test_explicit_flags_win_over_quick_mode(tmp_path):
-    argv = ["--quick", "--epochs", "1", "--size", "16", "--threads", "2", "--no-progress"]
+    argv = ["--quick", "--epochs", "1", "--size", "16", "--blas-threads", "2", "--no-progress"]
     done = cli("train", "--out", tmp_path, "--name", "q", *argv)
     assert done.returncode == 0, done.stderr
-    assert "--threads is now --blas-threads" in done.stderr  # the old name still works, with a note
     saved = json.loads((tmp_path / "q" / "config.json").read_text())
     assert saved["epochs"] == 1 and saved["size"] == 16 and saved["n_train"] == 32  # the rest from --quick
     assert saved["blas_threads"] == 2 and "threads" not in saved
+    assert not (tmp_path / "q" / "train.lock").exists(), "the lock goes with the run"
 
 
 def test_checkpoints_follow_the_umask_and_metrics_are_strict_json(reference):
@@ -174,3 +175,109 @@ def test_checkpoints_follow_the_umask_and_metrics_are_strict_json(reference):
         assert (reference / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
     text = (reference / "metrics.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}"))
+
+
+def test_a_second_training_of_a_held_run_is_refused_at_once(tmp_path):
+    run = tmp_path / "run"
+    with runs.claim(run):  # as a training in this process holds it
+        for flags in ([], ["--resume"]):
+            again = train(tmp_path, *flags)
+            assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+            assert f"{run} is in use by another `minisegnet train` (process {os.getpid()})" in again.stderr
+        assert sorted(p.name for p in run.iterdir()) == ["train.lock"], "the refused runs wrote nothing"
+        with pytest.raises(FileExistsError, match="is in use"):  # a second claim in this process too
+            with runs.claim(run):
+                pass
+    assert not run.exists(), "a claim that ends without a checkpoint leaves no folder"
+
+
+def test_two_trainings_of_one_name_started_together_leave_one_consistent_run(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "minisegnet", "train", "--out", str(tmp_path), "--name", "run", *TINY]
+    pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True, "env": env}
+    both = [subprocess.Popen([*argv, "--lr", lr], **pipes) for lr in ("0.01", "0.02")]
+    errs = [p.communicate()[1] for p in both]
+    codes = [p.returncode for p in both]
+    assert sorted(codes) == [0, 2], errs
+    loser = errs[codes.index(2)]
+    assert loser.count("\n") == 1 and ("is in use" in loser or "already holds" in loser), loser
+    lr = json.loads((tmp_path / "run" / "config.json").read_text())["lr"]
+    assert lr == [0.01, 0.02][codes.index(0)]
+    for name in ("checkpoint_last.npz", "checkpoint_best.npz"):
+        assert io.load(tmp_path / "run" / name)["config"]["lr"] == lr, "config.json describes the checkpoints"
+
+
+def test_one_claim_object_can_be_reused_and_nesting_it_is_refused(tmp_path):
+    held = runs.claim(tmp_path / "out" / "run")
+    for _ in range(2):
+        with held:
+            with pytest.raises(FileExistsError, match="is in use"):
+                with held:
+                    pass
+            assert (tmp_path / "out" / "run" / "train.lock").exists(), "the outer block still holds the run"
+        assert not (tmp_path / "out").exists(), "the folders the claim made go with it"
+    with held:
+        (tmp_path / "out" / "run" / "checkpoint_last.npz").write_bytes(b"kept")
+    assert sorted(p.name for p in (tmp_path / "out" / "run").iterdir()) == ["checkpoint_last.npz"]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "/tmp/elsewhere"])
+def test_a_name_that_is_not_one_folder_inside_out_is_refused(tmp_path, name, capsys):
+    from minisegnet.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "runs"), "--name", name, *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--name {name!r} must be one folder name inside --out" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_resume_refuses_a_folder_whose_config_json_describes_another_run(tmp_path, reference):
+    shutil.copytree(reference, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "lr": 0.05}))
+    done = cli("train", "--out", tmp_path, "--name", "run", "--resume", "--no-progress")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "says lr=0.05 but" in done.stderr and "two runs wrote this folder" in done.stderr
+
+
+def spoil(state, how):
+    if how == "nan":
+        next(v for v in state["model"].values() if v.dtype.kind == "f").flat[0] = np.nan
+    elif how in ("depth", "base_channels"):
+        state["config"][how] = {"depth": 40, "base_channels": 4096}[how]
+    elif how == "palette":
+        state["palette"] = state["palette"][:2]
+    elif how == "class_names":
+        state["class_names"] = state["class_names"][:1]
+    elif how == "num_classes":
+        state["num_classes"] = 70_000
+    return state
+
+
+SPOILED = [
+    ("nan", "holds NaN or Inf in "),
+    ("depth", "holds a configuration no model can be built from: --depth 40 is out of range: expected a whole "),
+    ("base_channels", "--base-channels 4096 and --depth 2 make layers of 16384 channels; expected at most 4096"),
+    ("palette", "holds a palette of 2 colours for its "),
+    ("class_names", "holds the class names ['background'] for its "),
+    ("num_classes", "holds the class count 70000; expected a whole number in 1..256"),
+]
+
+
+@pytest.mark.parametrize("how, words", SPOILED, ids=[case[0] for case in SPOILED])
+def test_load_model_refuses_a_damaged_checkpoint_naming_it(tmp_path, reference, how, words):
+    path = io.save(tmp_path / f"{how}.npz", spoil(io.load(reference / "checkpoint_best.npz"), how))
+    with pytest.raises(ValueError) as info:
+        runs.load_model(path)
+    assert str(info.value).startswith(str(path)) and words in str(info.value)
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["predict", "x.png"], ["export", "--to", "torch"]])
+def test_every_command_refuses_a_checkpoint_with_nan_weights_in_one_line(tmp_path, reference, command, capsys):
+    from minisegnet.cli import main
+
+    path = io.save(tmp_path / "nan.npz", spoil(io.load(reference / "checkpoint_best.npz"), "nan"))
+    assert main([command[0], str(path), *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {path} holds NaN or Inf in" in err
+    assert os.listdir(tmp_path) == ["nan.npz"]

@@ -167,7 +167,7 @@ def test_the_loss_functions_own_nan_check_becomes_the_loops_message(tmp_path, mo
 
 def test_non_finite_running_statistics_stop_training(tmp_path, monkeypatch):
     build, models = recipe.build_model, []
-    monkeypatch.setattr(train, "build_model", lambda *a: models.append(build(*a)) or models[-1])
+    monkeypatch.setattr(recipe, "build_model", lambda *a: models.append(build(*a)) or models[-1])
 
     def spoil(step, logits, fn, masks):
         if step == 2:
@@ -189,3 +189,49 @@ def test_a_huge_learning_rate_exits_with_3_through_the_cli(tmp_path):
     done = subprocess.run([*argv, "--no-progress"], capture_output=True, text=True, env=env)
     assert done.returncode == 3 and done.stderr.startswith("error: training diverged at step")
     assert "learning rate" in done.stderr and "--lr" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_data_set_with_no_labelled_pixel_is_named_not_scored(tmp_path):
+    from minisegnet.data import ArrayDataset
+
+    model = recipe.build_model(quick(tmp_path).resolved(), 3, 2)
+    void = ArrayDataset(np.zeros((3, 3, 16, 16)), np.full((3, 16, 16), 255), ["background", "thing"], name="void")
+    with pytest.raises(ValueError, match="^void has no labelled pixel to score: its 3 masks hold only the ignore"):
+        train.evaluate_model(model, void, ignore_index=255)
+    empty = ArrayDataset(np.zeros((0, 3, 16, 16)), np.zeros((0, 16, 16)), ["background", "thing"], name="nothing")
+    with pytest.raises(ValueError, match="^nothing holds no image: nothing to score$"):
+        train.evaluate_model(model, empty)
+
+
+def test_an_all_void_validation_set_stops_the_run_before_a_checkpoint_and_leaves_no_folder(tmp_path, monkeypatch):
+    from minisegnet.data import ArrayDataset
+
+    load = recipe.load_datasets
+
+    def void_validation(cfg):
+        train_ds, val_ds = load(cfg)
+        masks = np.full(np.shape(val_ds.masks), 255)
+        return train_ds, ArrayDataset(val_ds.images, masks, val_ds.class_names, name="all-void val")
+
+    monkeypatch.setattr(recipe, "load_datasets", void_validation)
+    monkeypatch.setattr(recipe, "ignore_index_of", lambda cfg: 255)  # as for a folder or a layout
+    with pytest.raises(ValueError, match="all-void val has no labelled pixel to score"):
+        train.train(quick(tmp_path, name="void", epochs=1), progress=False)
+    assert not (tmp_path / "void").exists()
+
+
+def test_train_epoch_refuses_an_empty_batch_naming_its_step(tmp_path):
+    cfg = quick(tmp_path).resolved()
+    model = recipe.build_model(cfg, 3, 2)
+    opt, schedule = recipe.make_optimizer(cfg, model, 1)
+    batches = [(np.zeros((0, 3, 16, 16), np.float32), np.zeros((0, 16, 16), np.int64))]
+    with pytest.raises(ValueError, match="the batch of step 8 holds no image"):
+        train.train_epoch(model, batches, None, opt, schedule, None, step=7)
+
+
+def test_the_old_names_are_gone():
+    from minisegnet import plots
+
+    for module, name in [(train, "NonFiniteLoss"), (train, "TrainConfig"), (train, "build_model")]:
+        assert not hasattr(module, name), name
+    assert not hasattr(plots, "predict_masks")  # predict_masks lives in minisegnet.predict
