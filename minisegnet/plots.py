@@ -8,7 +8,6 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from . import predict
 from .data import colorize
 
 
@@ -32,12 +31,12 @@ def legend_handles(class_names, palette):
     return [Patch(color=np.asarray(c) / 255, label=name) for name, c in zip(class_names, palette)]
 
 
-def plot_predictions(model, dataset, path, device="cpu", n=6):
-    """A grid of ``n`` validation examples: image, ground truth, prediction, with a class legend."""
-    n = min(n, len(dataset))
+def plot_predictions(dataset, preds, path):
+    """A grid of the first len(preds) examples of ``dataset``: image, ground truth, prediction (preds (n, H, W)),
+    with a class legend."""
+    n = len(preds)
     images = np.stack([dataset[i][0] for i in range(n)])
     truths = np.stack([dataset[i][1] for i in range(n)])
-    preds = predict.predict_masks(model, images, device)
     # Labels outside the classes (255 = "ignore" in your own folders) are drawn white.
     C = dataset.num_classes
     palette = np.vstack([np.asarray(dataset.palette, dtype=np.uint8), [[255, 255, 255]]])

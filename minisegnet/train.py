@@ -190,6 +190,7 @@ def _train(cfg, state, progress, on_epoch_end):
     from tqdm import tqdm
 
     from .plots import plot_curves, plot_predictions
+    from .predict import predict_masks
 
     device = check_device(cfg.device)
     train_ds, val_ds = recipe.load_datasets(cfg)
@@ -291,5 +292,6 @@ def _train(cfg, state, progress, on_epoch_end):
     }
     io.write_text(run_dir / "metrics.json", io.to_json(summary))
     plot_curves(history, run_dir / "curves.png")
-    plot_predictions(model, val_ds, run_dir / "predictions.png", device=device)
+    images = np.stack([val_ds[i][0] for i in range(min(6, len(val_ds)))])
+    plot_predictions(val_ds, predict_masks(model, images, device), run_dir / "predictions.png")
     return summary
