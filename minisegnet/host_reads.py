@@ -27,7 +27,7 @@ def note():
     if caller is not None and caller.f_code.co_filename.startswith(_PACKAGE):  # and its caller in the library
         names.insert(0, f"{Path(caller.f_code.co_filename).stem}.{caller.f_code.co_name}")
     site = " > ".join(names)
-    for counter in _counters:
+    for counter in dict.fromkeys(_counters):  # a block entered twice (nested in itself) counts a read once
         counter.sites.append(site)
 
 

@@ -25,16 +25,22 @@ from .registry import chosen
 _grad_enabled = True
 
 
-@contextlib.contextmanager
-def no_grad():
-    """Context manager: ops run inside it record no graph (evaluation, optimiser steps)."""
-    global _grad_enabled
-    previous = _grad_enabled
-    _grad_enabled = False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+class no_grad(contextlib.ContextDecorator):
+    """Context manager: ops run inside it record no graph (evaluation, optimiser steps). Blocks nest, one
+    ``no_grad()`` object may be entered again, and ``@no_grad()`` decorates a function. (A class: a switch.)"""
+
+    def __init__(self):
+        self.before = []
+
+    def __enter__(self):
+        global _grad_enabled
+        self.before.append(_grad_enabled)
+        _grad_enabled = False
+        return self
+
+    def __exit__(self, *exc_info):
+        global _grad_enabled
+        _grad_enabled = self.before.pop()
 
 
 def is_grad_enabled():

@@ -498,3 +498,13 @@ def test_benchmark_runs_in_quick_mode():
     xt, Wt, bt = draw((2, 3, 4, 4), (3, 2, 2, 2), 2, seed=1)
     ours, gyt = forward_backward(F.conv_transpose2d, "cpu", np.float64, xt, Wt, bt, gy_seed=1, stride=2)
     assert_close(bench.textbook_conv_transpose(xt, Wt, bt, gyt, 2, 0), ours, 1e-12, "textbook conv_transpose")
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv2d", "conv_transpose2d"])
+def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(device, path, threads, transposed):
+    x = Tensor(to_device(np.zeros((0, 3, 8, 8)), device), requires_grad=True)
+    W = rand(3 if transposed else 4, 4 if transposed else 3, 3, 3, device=device)
+    y = F.conv_transpose2d(x, W, stride=2) if transposed else F.conv2d(x, W, padding=1)
+    assert y.shape[0] == 0
+    y.sum().backward()
+    assert x.grad.shape == x.shape and W.grad.shape == W.shape and not to_numpy(W.grad).any()

@@ -111,3 +111,19 @@ def test_reference_kernels_train_a_model_to_the_same_numbers(device):
             loss.backward()
             runs.append([loss.data] + [p.grad.copy() for p in model.parameters()])
     assert all(rel_error(a, b) <= 1e-5 for a, b in zip(*runs))
+
+
+def test_override_nests_in_itself_and_is_reusable():
+    def mine(x):
+        return x
+
+    original = F.relu
+    swap = F.override(relu=mine)
+    with swap:
+        with swap:
+            assert F.relu is mine
+        assert F.relu is mine  # the inner block swapped nothing, so it restores nothing
+    assert F.relu is original
+    with swap:
+        assert F.relu is mine
+    assert F.relu is original

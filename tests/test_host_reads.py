@@ -160,3 +160,17 @@ def test_another_threads_checks_raise_at_once():
         with pytest.raises(ValueError, match="logits contains nan"):
             job.result()
         assert checks.pending == []
+
+
+def test_a_counter_or_a_check_block_entered_twice_counts_once_and_closes_cleanly():
+    reads = host_reads.count_host_reads()
+    with reads:
+        with reads:
+            backend.to_numpy(np.ones(1))
+    assert len(reads) == 1
+    checks = checks_module.deferred_checks()
+    with checks:
+        with checks:
+            assert checks_module.open_checks() is checks
+        assert checks_module.open_checks() is checks
+    assert checks_module.open_checks() is None

@@ -269,3 +269,14 @@ def test_dice_ce_loss_matches_torch_autograd():
     loss = torch_.nn.functional.cross_entropy(tx, torch_.from_numpy(t)) + 0.5 * (1 - d.mean())
     loss.backward()
     assert rel_error(x.grad, tx.grad.numpy()) < 1e-10
+
+
+def test_losses_of_an_empty_batch_are_zero_with_zero_gradients():
+    x = msn.tensor(np.zeros((0, 3, 4, 4)), requires_grad=True)
+    for loss in (
+        F.cross_entropy(x, np.zeros((0, 4, 4), dtype=np.int64)),
+        F.binary_cross_entropy_with_logits(x, np.zeros((0, 3, 4, 4))),
+    ):
+        loss.backward()
+        assert loss.item() == 0.0 and x.grad.shape == x.shape
+        x.grad = None

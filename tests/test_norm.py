@@ -181,3 +181,13 @@ def test_batch_norm_cuda_kernels_equal_the_generic_code(device, dtype, monkeypat
                 assert ran(fetched, *(["minisegnet_batch_norm_forward", "minisegnet_batch_norm_backward"] * kernels))
             for fused, generic in zip(*runs):
                 assert fused.dtype == dtype and rel_error(fused, generic) <= tol, (shape, affine, running)
+
+
+def test_an_empty_batch_in_eval_mode_passes_through_and_training_refuses_it(device, path):
+    x = Tensor(to_device(np.zeros((0, 3, 4, 4)), device), requires_grad=True)
+    stats = [to_device(np.zeros(3), device), to_device(np.ones(3), device)]
+    y = F.batch_norm(x, *stats, training=False)
+    y.sum().backward()
+    assert y.shape == x.shape == x.grad.shape
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(x, *stats, training=True)

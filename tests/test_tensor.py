@@ -289,3 +289,23 @@ def test_conv_gradients_survive_the_next_convolution(device, transposed):
     F.conv2d(z, V, stride=2).sum().backward()
     np.testing.assert_array_equal(msn.to_numpy(x.grad), gx)
     np.testing.assert_array_equal(msn.to_numpy(W.grad), gW)
+
+
+def test_no_grad_nests_is_reusable_and_decorates():
+    from minisegnet.tensor import is_grad_enabled
+
+    switch = msn.no_grad()
+    with switch:
+        with switch:  # the same object inside itself
+            assert not is_grad_enabled()
+        assert not is_grad_enabled()
+    assert is_grad_enabled()
+    with switch:
+        assert not is_grad_enabled()
+    assert is_grad_enabled()
+
+    @msn.no_grad()
+    def inside():
+        return is_grad_enabled()
+
+    assert inside() is False and is_grad_enabled()

@@ -30,7 +30,7 @@ class override:
 
     def __init__(self, **fns):
         ops = sys.modules[__package__]
-        self.fns, self.originals = fns, {}
+        self.fns, self.originals, self.entries = fns, {}, []  # entries: one list of swaps per open block
         for name, fn in fns.items():
             current = getattr(ops, name, None)
             if name.startswith("_") or not inspect.isfunction(current):
@@ -40,15 +40,16 @@ class override:
             self.originals[name] = current
 
     def __enter__(self):
-        self.swapped = []  # (module, attribute, original) for every place an op was replaced
+        swapped = []  # (module, attribute, original) for every place an op was replaced
+        self.entries.append(swapped)
         for module in [m for key, m in list(sys.modules.items()) if key.split(".")[0] == "minisegnet" and m]:
             for attr, value in list(vars(module).items()):
                 for name, original in self.originals.items():
                     if value is original:
                         setattr(module, attr, self.fns[name])
-                        self.swapped.append((module, attr, original))
+                        swapped.append((module, attr, original))
         return types.SimpleNamespace(**self.originals)
 
     def __exit__(self, *exc_info):
-        for module, attr, original in reversed(self.swapped):
+        for module, attr, original in reversed(self.entries.pop()):
             setattr(module, attr, original)

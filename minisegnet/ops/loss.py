@@ -204,7 +204,7 @@ class BCEWithLogits(Function):
         L = xp.log1p(xp.exp(-xp.abs(x)))
         loss = (1 - t) * xp.maximum(x, 0) + qt * xp.maximum(-x, 0) + (L if q is None else (1 + (q - 1) * t) * L)
         self.x, self.t, self.qt, self.q, self.L = x, t, qt, q, L
-        self.n = 1.0 / loss.size if self.reduction == "mean" else 1.0
+        self.n = 1.0 / max(loss.size, 1) if self.reduction == "mean" else 1.0  # the mean of nothing is 0, as in CE
         return loss if self.reduction == "none" else loss.sum() * self.n
 
     def backward(self, gy):

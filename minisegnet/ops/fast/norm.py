@@ -19,6 +19,8 @@ channel (N*H*W of them), what differs from ops/norm.py:
   variance, gb and S) is one round of slices.
 """
 
+import math
+
 from ...backend import get_array_module
 from .. import norm as taught
 from . import cuda_fused
@@ -128,11 +130,11 @@ class BatchNorm(taught.BatchNorm):
 def _plane_sums(a):
     """(C,): the sum of a (n, C, ...) over every axis but the channel axis."""
     n, C = a.shape[:2]
-    return a.reshape(n, C, -1).sum(axis=2).sum(axis=0)
+    return a.reshape(n, C, math.prod(a.shape[2:])).sum(axis=2).sum(axis=0)
 
 
 def _plane_dots(a, b):
     """(C,): sum of a * b over every axis but the channel axis, as one dot product per (n, c) plane."""
-    n, C = a.shape[:2]
-    planes = a.reshape(n, C, 1, -1) @ b.reshape(n, C, -1, 1)  # (n, C, 1, 1)
+    n, C, P = a.shape[0], a.shape[1], math.prod(a.shape[2:])
+    planes = a.reshape(n, C, 1, P) @ b.reshape(n, C, P, 1)  # (n, C, 1, 1)
     return planes.reshape(n, C).sum(axis=0)

@@ -64,8 +64,8 @@ def batch_chunks(N, bytes_per_image, xp=np):
     batch is one chunk: a cache-sized chunk helps a CPU, while a GPU wants few, large products
     (each chunk costs KH*KW + 2 kernel launches).
     """
-    if xp is not np:
-        return [(0, N)]
+    if xp is not np or N == 0:
+        return [(0, N)]  # an empty batch is one empty chunk, so a sum over the chunks is a zero array
     per_chunk = max(1, min(N, CHUNK_BYTES // max(1, bytes_per_image)))
     k = -(-N // per_chunk)  # ceil: chunks needed to stay under CHUNK_BYTES
     threads = get_num_threads()
