@@ -19,7 +19,7 @@ Output sizes (per dimension; ``conv_out_size`` and ``conv_transpose_out_size``, 
 """
 
 from ..backend import get_array_module
-from .sizes import conv_args, conv_out_size, conv_transpose_out_size, pair, window  # noqa: F401  (re-exported)
+from .sizes import conv_geometry, conv_out_size, conv_transpose_out_size, pair, window  # noqa: F401  (re-exported)
 
 
 def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_first=True):
@@ -32,9 +32,10 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_
     OH x OW window positions (default: all, ``conv_out_size``).
     """
     xp = get_array_module(x)
-    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = conv_args(kernel_size, stride, padding, dilation)
     N, C, H, Wd = x.shape
-    OH, OW = windows or conv_out_size((H, Wd), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = conv_geometry(
+        (H, Wd), kernel_size, stride, padding, dilation, windows
+    )
     xpad = xp.pad(x, ((0, 0), (0, 0), (PH, PH), (PW, PW)))
     col = xp.empty((N, C, KH, KW, OH, OW), dtype=x.dtype)
     for i in range(KH):
@@ -56,9 +57,10 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=N
     ``conv_out_size`` of H, W).
     """
     xp = get_array_module(col)
-    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = conv_args(kernel_size, stride, padding, dilation)
     N, C, H, Wd = x_shape
-    OH, OW = windows or conv_out_size((H, Wd), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = conv_geometry(
+        (H, Wd), kernel_size, stride, padding, dilation, windows
+    )
     if batch_first:
         col = col.reshape(N, C, KH, KW, OH, OW)
     else:

@@ -77,10 +77,15 @@ def conv_transpose_out_size(size, kernel, stride=1, padding=0, output_padding=0,
     return _per_dim(one, size, kernel, stride, padding, output_padding, dilation)
 
 
-def conv_args(kernel_size, stride, padding, dilation):
-    """(KH, KW), (SH, SW), (PH, PW), (DH, DW) from ints or pairs."""
+def conv_geometry(size, kernel_size, stride, padding, dilation, windows=None):
+    """(KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) of a convolution of an image of ``size`` (H, W).
+
+    The arguments are ints or pairs; ``windows`` = (OH, OW) takes only the first OH x OW window positions
+    (default: all of them, ``conv_out_size``).
+    """
     names = ("kernel_size", "stride", "padding", "dilation")
-    return [pair(v, name) for v, name in zip((kernel_size, stride, padding, dilation), names)]
+    K, S, P, D = (pair(v, name) for v, name in zip((kernel_size, stride, padding, dilation), names))
+    return K, S, P, D, tuple(windows or conv_out_size(tuple(size), K, S, P, D))
 
 
 def window(i, D, S, O):

@@ -58,19 +58,19 @@ _MAX_POOL_FORWARD_CUDA = r"""
 // PyTorch's rules, as pool.py's _max_running: start at the window's first cell inside the image, and let
 // only a strictly larger value or a NaN replace the current one (ties keep the first, the last NaN wins).
 extern "C" __global__ void minisegnet_max_pool_forward(
-    const T* x, long long outputs, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+    const T* x, long long outputs, int H, int Wd, int KH, int KW, int SH, int SW, int PH, int PW,
     int OH, int OW, T* y, TAP* tap) {
     const long long o = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (o >= outputs) return;
     const int ow = o % OW, oh = (o / OW) % OH;
-    const T* plane = x + (o / ((long long)OH * OW)) * H * W;  // the (n, c) plane of this output
+    const T* plane = x + (o / ((long long)OH * OW)) * H * Wd;  // the (n, c) plane of this output
     const int top = oh * SH - PH, left = ow * SW - PW;  // the window's corner, maybe in the padding
-    const int i0 = max(0, -top), j0 = max(0, -left), i1 = min(KH, H - top), j1 = min(KW, W - left);
-    T best = plane[(top + i0) * W + left + j0];
+    const int i0 = max(0, -top), j0 = max(0, -left), i1 = min(KH, H - top), j1 = min(KW, Wd - left);
+    T best = plane[(top + i0) * Wd + left + j0];
     int won = i0 * KW + j0;
     for (int i = i0; i < i1; i++) {
         for (int j = j0; j < j1; j++) {
-            const T v = plane[(top + i) * W + left + j];
+            const T v = plane[(top + i) * Wd + left + j];
             if (v > best || isnan(v)) {
                 best = v;
                 won = i * KW + j;
@@ -87,12 +87,12 @@ _MAX_POOL_BACKWARD_CUDA = r"""
 // not a scatter with atomics: the pixel visits the windows that contain it, rows oh with
 // 0 <= h + PH - oh*SH < KH (columns alike), and adds gy where the window's tap points back at it.
 extern "C" __global__ void minisegnet_max_pool_backward(
-    const T* gy, const TAP* tap, long long pixels, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+    const T* gy, const TAP* tap, long long pixels, int H, int Wd, int KH, int KW, int SH, int SW, int PH, int PW,
     int OH, int OW, T* gx) {
     const long long p = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (p >= pixels) return;
-    const int w = p % W, h = (p / W) % H;
-    const long long plane = (p / ((long long)H * W)) * OH * OW;
+    const int w = p % Wd, h = (p / Wd) % H;
+    const long long plane = (p / ((long long)H * Wd)) * OH * OW;
     const int below = h + PH - KH + 1, right = w + PW - KW + 1;  // the first window reaching h is ceil(below / SH)
     const int oh0 = below > 0 ? (below + SH - 1) / SH : 0, oh1 = min(OH - 1, (h + PH) / SH);
     const int ow0 = right > 0 ? (right + SW - 1) / SW : 0, ow1 = min(OW - 1, (w + PW) / SW);
@@ -117,10 +117,10 @@ def max_pool_forward(x, kernel, stride, padding, out_size):
     fused = _kernel(xp, _MAX_POOL_FORWARD_CUDA, "minisegnet_max_pool_forward", T=x.dtype, TAP=tap_dtype)
     if fused is None:
         return None
-    N, C, H, W = x.shape
+    N, C, H, Wd = x.shape
     y = xp.empty((N, C, OH, OW), dtype=x.dtype)
     tap = xp.empty((N, C, OH, OW), dtype=tap_dtype)
-    sizes = (np.int32(s) for s in (H, W, KH, KW, SH, SW, PH, PW, OH, OW))
+    sizes = (np.int32(s) for s in (H, Wd, KH, KW, SH, SW, PH, PW, OH, OW))
     _each(fused, y.size, (xp.ascontiguousarray(x), np.int64(y.size), *sizes, y, tap))
     return y, tap
 
@@ -132,9 +132,9 @@ def max_pool_backward(gy, tap, x_shape, kernel, stride, padding, out_size):
     if fused is None:
         return None
     (KH, KW), (SH, SW), (PH, PW), (OH, OW) = kernel, stride, padding, out_size
-    N, C, H, W = x_shape
+    N, C, H, Wd = x_shape
     gx = xp.empty(x_shape, dtype=gy.dtype)
-    sizes = (np.int32(s) for s in (H, W, KH, KW, SH, SW, PH, PW, OH, OW))
+    sizes = (np.int32(s) for s in (H, Wd, KH, KW, SH, SW, PH, PW, OH, OW))
     _each(fused, gx.size, (xp.ascontiguousarray(gy), xp.ascontiguousarray(tap), np.int64(gx.size), *sizes, gx))
     return gx
 

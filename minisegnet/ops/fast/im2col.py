@@ -17,7 +17,7 @@ import numpy as np
 
 from ...backend import get_array_module
 from ...cuda import cuda_kernel
-from ..sizes import conv_args, conv_out_size, window
+from ..sizes import conv_geometry, window
 from .workspace import scratch
 
 # The CUDA kernels: arguments (input, sizes..., output). In CuPy's kernels ``i`` is the index of the
@@ -78,9 +78,10 @@ def im2col(x, kernel_size, stride=1, padding=0, dilation=1, windows=None, batch_
     ``batch_first``): then col is a view of ``x``.
     """
     xp = get_array_module(x)
-    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = conv_args(kernel_size, stride, padding, dilation)
     N, C, H, Wd = x.shape
-    OH, OW = windows or conv_out_size((H, Wd), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = conv_geometry(
+        (H, Wd), kernel_size, stride, padding, dilation, windows
+    )
     if (KH, KW, SH, SW, PH, PW, OH, OW) == (1, 1, 1, 1, 0, 0, H, Wd) and (batch_first or N == 1):
         return x.reshape(N, C, H * Wd) if batch_first else x.reshape(C, H * Wd)
     shape = (N, C * KH * KW, OH * OW) if batch_first else (C * KH * KW, N * OH * OW)
@@ -115,9 +116,10 @@ def col2im(col, x_shape, kernel_size, stride=1, padding=0, dilation=1, windows=N
     Same arguments and result; ``out`` is an optional (N, C, H, W) array to write the result into.
     """
     xp = get_array_module(col)
-    (KH, KW), (SH, SW), (PH, PW), (DH, DW) = conv_args(kernel_size, stride, padding, dilation)
     N, C, H, Wd = x_shape
-    OH, OW = windows or conv_out_size((H, Wd), (KH, KW), (SH, SW), (PH, PW), (DH, DW))
+    (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = conv_geometry(
+        (H, Wd), kernel_size, stride, padding, dilation, windows
+    )
     kernel = cuda_kernel(xp, *_COL2IM_CUDA)
     if kernel is not None:
         gx = xp.empty(x_shape, dtype=col.dtype) if out is None else out
@@ -170,9 +172,8 @@ def shifted_runs(x, kernel_size, padding=0, dilation=1, windows=None):
     buffer (valid until the next call on this thread). A range of runs[..., r0*WP : r1*WP] is the
     columns of output rows r0..r1-1 alone (fast/conv.py builds those of a large image band by band).
     """
-    (KH, KW), _, (PH, PW), (DH, DW) = conv_args(kernel_size, 1, padding, dilation)
     N, C, H, Wd = x.shape
-    OH, OW = windows or conv_out_size((H, Wd), (KH, KW), 1, (PH, PW), (DH, DW))
+    (KH, KW), _, (PH, PW), (DH, DW), (OH, OW) = conv_geometry((H, Wd), kernel_size, 1, padding, dilation, windows)
     flat, xpad = _flat_padded(x, C, N, H, Wd, PH, PW, KW, DW)
     xpad[:, :, PH : PH + H, PW : PW + Wd] = x.transpose(1, 0, 2, 3)
     WP = Wd + 2 * PW
@@ -186,9 +187,8 @@ def shifted_col2im(col, x_shape, kernel_size, padding=0, dilation=1, windows=Non
     The junk entries of col (the last WP - OW of each row of WP) must be zero: they land on real
     pixels. fast/conv.py guarantees that by zeroing them in the output gradient before the product.
     """
-    (KH, KW), _, (PH, PW), (DH, DW) = conv_args(kernel_size, 1, padding, dilation)
     N, C, H, Wd = x_shape
-    OH, OW = windows or conv_out_size((H, Wd), (KH, KW), 1, (PH, PW), (DH, DW))
+    (KH, KW), _, (PH, PW), (DH, DW), (OH, OW) = conv_geometry((H, Wd), kernel_size, 1, padding, dilation, windows)
     flat, gpad = _flat_padded(col, C, N, H, Wd, PH, PW, KW, DW, zero=False)
     WP = Wd + 2 * PW
     L = OH * WP
