@@ -1,5 +1,7 @@
 """minisegnet/tools/size.py: the package stays within the code-line budget written in setup.cfg."""
 
+from pathlib import Path
+
 from minisegnet.tools import size
 
 SAMPLE = '''"""A module docstring
@@ -50,7 +52,7 @@ def test_over_budget_names_the_module_and_the_total():
 
 
 def test_report_lists_modules_and_total(capsys):
-    assert size.main() == 0
+    assert size.main([]) == 0
     out = capsys.readouterr().out
     assert "minisegnet/backend.py" in out and "total (" in out and "code lines" in out
     assert out.index("the core story") < out.index("minisegnet/tensor.py") < out.index("minisegnet/ops/conv.py")
@@ -62,3 +64,9 @@ def test_the_core_story_is_counted_apart_and_every_file_of_it_exists():
     assert size.core_total(sizes) == sum(sizes[path] for path, _ in size.CORE) < sum(sizes.values())
     problems = size.over_budget(sizes, {"max_module_lines": 10**6, "max_package_lines": 10**6, "max_core_lines": 10})
     assert problems == [f"core story {size.core_total(sizes)} code lines > 10"]
+
+
+def test_the_readme_reading_order_is_the_measured_one():
+    readme = (Path(size.PACKAGE).parent / "README.md").read_text(encoding="utf-8")
+    table = size.markdown(size.module_sizes())
+    assert table in readme, "README's reading order is stale: paste `python -m minisegnet.tools.size --markdown`"

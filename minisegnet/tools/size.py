@@ -1,6 +1,7 @@
 """How big is minisegnet? The core story in reading order, then every module, against the budget in setup.cfg.
 
-    python -m minisegnet.tools.size
+    python -m minisegnet.tools.size              # the report, and exit 1 when over budget
+    python -m minisegnet.tools.size --markdown   # the core story as the README's table
 
 Only code lines count: blank lines, comment lines and docstrings do not. The budget exists to
 keep the package readable in an afternoon, and an explanation never makes code harder to read,
@@ -136,8 +137,22 @@ def report(sizes, limits):
     return "\n".join(lines)
 
 
-def main():
+def markdown(sizes):
+    """The core story as a Markdown table (file, what it holds, code lines, lesson): the README's "Read the code"."""
+    rows = ["| # | file | code lines | lesson |", "|---|---|---|---|"]
+    for i, (path, lesson) in enumerate(CORE, 1):
+        name = path.removeprefix("minisegnet/")
+        rows.append(f"| {i} | [{name}]({path}) | {sizes.get(path, 0)} | {lesson} |")
+    rows.append(f"| | **the core story** | **{core_total(sizes):,}** | |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
     sizes = module_sizes()
+    if argv == ["--markdown"]:
+        print(markdown(sizes))
+        return 0
     limits = budget()
     print(report(sizes, limits))
     problems = over_budget(sizes, limits)
