@@ -184,7 +184,7 @@ def _ours(x, W, b, gy, op):
 
 def build_minisegnet(data, args, own_threads=False):
     """minisegnet's default path; ``own_threads``: with ``set_num_threads(threads)`` (its chunk threads)."""
-    from minisegnet.threads import set_num_threads
+    from minisegnet import set_num_threads
 
     set_num_threads(args.threads if own_threads else 0)
     impl = "minisegnet_mt" if own_threads else "minisegnet"

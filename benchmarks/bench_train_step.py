@@ -168,7 +168,7 @@ def loaded(data):
 
 def build_minisegnet(data, args):
     """minisegnet's step on ``args.device``, from the file's weights; returns (loss, the checked gradients)."""
-    from minisegnet.threads import set_num_threads
+    from minisegnet import set_num_threads
 
     set_num_threads(0)  # the library's default: BLAS with the process's threads
     cfg, images, masks, state = loaded(data)

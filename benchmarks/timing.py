@@ -72,8 +72,8 @@ from pathlib import Path
 
 import numpy as np
 
+import minisegnet
 from minisegnet import backend
-from minisegnet import threads as minisegnet_threads
 
 
 @dataclass
@@ -340,7 +340,7 @@ def threads(n):
 
     minisegnet's own threads (``set_num_threads``) hold BLAS to one thread each inside them.
     """
-    from minisegnet.threads import get_num_threads, set_num_threads
+    from minisegnet import get_num_threads, set_num_threads
 
     torch = import_torch()
     before = torch.get_num_threads() if torch is not None else None
@@ -475,7 +475,7 @@ def worker_info(threads):
     if "torch" in sys.modules:
         info["torch threads"] = sys.modules["torch"].get_num_threads()
     if "minisegnet" in sys.modules:
-        info["minisegnet threads"] = minisegnet_threads.get_num_threads()
+        info["minisegnet threads"] = minisegnet.get_num_threads()
     return info
 
 
