@@ -49,8 +49,8 @@ def case_name(shape, phase):
 
 def build(data, args):
     """The three phases of every shape for ``args.worker``, padding 1, as Impls returning their output."""
-    from minisegnet.ops.fast import conv, winograd
     from minisegnet import set_num_threads
+    from minisegnet.ops.fast import conv, winograd
 
     set_num_threads(0)  # the library's default: BLAS with the process's threads
     conv_args = ((1, 1), (1, 1), (1, 1))  # stride, padding, dilation
