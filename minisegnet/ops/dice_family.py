@@ -2,7 +2,7 @@
 
 dice.py holds the lesson's soft Dice, (2 I + s) / (U + s) averaged over images and classes. ``soft_dice_loss``
 hands any call that uses a switch to ``dice_family_loss`` here, which computes the general form below with one
-derivation; its default setting reproduces the lesson's loss bit for bit.
+derivation; at its default setting it gives the lesson's loss bit for bit (and its gradient to rounding).
 
 Notation: p = probs (N, C, H, W), g = target as one-hot (N, C, H, W), m = 1 on counted pixels and 0 on ignored ones
 (g is already 0 there). A term is one image and class, one class over the batch (``reduce_batch``), or, for
