@@ -1,4 +1,4 @@
-"""ops/dice.py: soft_dice_loss, every switch, against gradcheck and torch autograd of the same formula."""
+"""ops/dice.py and dice_family.py: soft_dice_loss, every switch, against gradcheck and torch autograd of the formula."""
 
 import itertools
 
@@ -9,6 +9,8 @@ import minisegnet as msn
 import minisegnet.ops as F
 from minisegnet.backend import to_device
 from minisegnet.gradcheck import gradcheck
+from minisegnet.ops.dice import SoftDiceLoss
+from minisegnet.ops.dice_family import DiceFamilyLoss, dice_family_loss
 
 from utils import rand, rand_labels, rel_error, to_torch, torch
 
@@ -186,3 +188,49 @@ def test_soft_dice_bad_input():
         F.soft_dice_loss(p, t, smooth=-1)
     with pytest.raises(ValueError, match="sum to 0"):
         F.soft_dice_loss(p[:, :1], np.zeros((2, 4, 4), dtype=int), include_background=False)
+
+
+def test_the_lessons_function_runs_without_switches_and_the_family_with_any():
+    p, t = probs(2, 3, 4, 4), rand_labels((2, 4, 4), ignore=255)
+    t0 = np.where(t == 255, 0, t)
+    for kw in ({}, {"squared": False}, {"smooth": 1.0}):
+        assert type(F.soft_dice_loss(p, t0, **kw).creator) is SoftDiceLoss, kw
+    family = [
+        {"reduce_batch": True},
+        {"include_background": False},
+        {"weight": W3},
+        {"weight": "generalized"},
+        {"ignore_index": 255},
+        {"jaccard": True},
+        {"alpha": 0.3, "beta": 0.7},
+        {"smooth_nr": 1e-3},
+        {"smooth_dr": 1e-3},
+        {"log_loss": True},
+        {"reduction": "sum"},
+        {"empty": "zero"},
+        {"smooth": 0.0},  # below the clamp EPS: the family's clamped denominator
+    ]
+    for kw in family:
+        assert type(F.soft_dice_loss(p, t if "ignore_index" in kw else t0, **kw).creator) is DiceFamilyLoss, kw
+
+
+@pytest.mark.parametrize("squared", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_family_at_its_defaults_is_the_lessons_loss(squared, dtype):
+    p = msn.Tensor(probs(2, 3, 5, 4).data.astype(dtype), requires_grad=True)
+    q = msn.Tensor(p.data.copy(), requires_grad=True)
+    t = rand_labels((2, 5, 4))
+    g = np.eye(3, dtype=dtype)[t].transpose(0, 3, 1, 2)
+    plain = {"jaccard": False, "alpha": None, "beta": None, "smooth_nr": None, "smooth_dr": None}
+    plain.update(log_loss=False, reduction="mean", empty="keep")
+    y_lesson = SoftDiceLoss(1e-6, squared)(p, g)
+    y_family = dice_family_loss(q, g, None, 1e-6, squared, False, True, None, **plain)
+    assert y_lesson.item() == y_family.item()  # bit for bit
+    y_lesson.backward()
+    y_family.backward()
+    assert rel_error(p.grad, q.grad) < (1e-6 if dtype == np.float32 else 1e-14)
+
+
+def test_an_empty_batch_is_refused_naming_its_shape():
+    with pytest.raises(ValueError, match=r"probs of shape \(0, 3, 4, 4\) hold no image"):
+        F.soft_dice_loss(np.zeros((0, 3, 4, 4)), np.zeros((0, 4, 4), dtype=np.int64))

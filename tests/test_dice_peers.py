@@ -1,4 +1,4 @@
-"""ops/dice.py's switches against MONAI's DiceLoss / TverskyLoss / GeneralizedDiceLoss and SMP's formulas (torch)."""
+"""ops/dice_family.py: the switches against MONAI's DiceLoss / TverskyLoss / GeneralizedDiceLoss and SMP's formulas."""
 
 import numpy as np
 import pytest

@@ -7,6 +7,8 @@ import pytest
 
 import minisegnet.ops as F
 from minisegnet.gradcheck import cases as checks
+from minisegnet.ops.dice import SoftDiceLoss
+from minisegnet.ops.dice_family import DiceFamilyLoss
 
 
 def test_every_case_passes(device):
@@ -56,3 +58,14 @@ def test_format_table_is_aligned():
     lines = checks.format_table(rows).splitlines()
     assert lines[0].startswith("case") and len({len(line) for line in lines[2:4]}) == 1
     assert lines[-1] == "2 cases, 0 failed, worst relative error among passing cases 2.00e-09"
+
+
+def test_the_soft_dice_cases_check_the_lessons_function_and_the_family():
+    # soft_dice_loss runs dice.py's SoftDiceLoss without switches and dice_family.py's DiceFamilyLoss with any.
+    ran = {}
+    for c in checks.CASES:
+        if c.name.split()[0] == "soft_dice_loss":
+            ran.setdefault(type(c.fn(*c.make_inputs("cpu")).creator), []).append(c.name)
+    assert set(ran) == {SoftDiceLoss, DiceFamilyLoss}, ran
+    assert {"soft_dice_loss default", "soft_dice_loss squared=False"} <= set(ran[SoftDiceLoss])
+    assert len(ran[DiceFamilyLoss]) >= 20

@@ -1,5 +1,6 @@
 """ops/loss.py: cross_entropy, binary_cross_entropy_with_logits, dice_ce_loss."""
 
+import inspect
 import math
 
 import numpy as np
@@ -280,3 +281,69 @@ def test_losses_of_an_empty_batch_are_zero_with_zero_gradients():
         loss.backward()
         assert loss.item() == 0.0 and x.grad.shape == x.shape
         x.grad = None
+
+
+# One non-default value for each argument of soft_dice_loss after (probs, target): dice_ce_loss's keywords, and
+# soft_dice_loss's (None: the same). dice_ce_loss's Dice term is batch Dice with ignore_index=-100 unless told.
+DICE_CE_SWITCHES = {
+    "smooth": ({"smooth": 0.5}, None),
+    "squared": ({"squared": False}, None),
+    "reduce_batch": ({"reduce_batch": False}, None),
+    "include_background": ({"include_background": False}, None),
+    "weight": ({"dice_weight": W3}, {"weight": W3}),
+    "ignore_index": ({"ignore_index": 255}, None),
+    "jaccard": ({"jaccard": True}, None),
+    "alpha": ({"alpha": 0.3, "beta": 0.7}, None),
+    "beta": ({"alpha": 0.5, "beta": 0.9}, None),
+    "smooth_nr": ({"smooth_nr": 0.3}, None),
+    "smooth_dr": ({"smooth_dr": 0.3}, None),
+    "log_loss": ({"log_loss": True}, None),
+    "reduction": ({"reduction": "sum"}, None),
+    "empty": ({"empty": "zero"}, None),
+}
+
+
+def test_the_switch_table_names_every_soft_dice_argument():
+    assert set(DICE_CE_SWITCHES) == set(inspect.signature(F.soft_dice_loss).parameters) - {"probs", "target"}
+
+
+@pytest.mark.parametrize("name", list(DICE_CE_SWITCHES))
+def test_dice_ce_loss_honours_each_soft_dice_switch(name):
+    ours, theirs = DICE_CE_SWITCHES[name]
+    theirs = {"reduce_batch": True, "ignore_index": -100, **(ours if theirs is None else theirs)}
+    # labels 0 and 1 only: class 2 is absent from the batch, so the empty-class policy matters too
+    t = rand_labels((2, 4, 4), C=2, ignore=255 if name == "ignore_index" else None)
+    z, zd = rand(2, 3, 4, 4), rand(2, 3, 4, 4)
+    y = F.dice_ce_loss(z, t, lambda_ce=0, **ours)
+    y_dice = F.soft_dice_loss(F.softmax(zd), t, **theirs)
+    assert y.item() == y_dice.item()
+    y.backward()
+    y_dice.backward()
+    assert np.array_equal(z.grad, zd.grad)
+    # and the switch matters: the loss without it differs (ignored pixels relabelled 0 for the plain call)
+    plain = F.dice_ce_loss(z, np.where(t == 255, 0, t), lambda_ce=0)
+    assert abs(plain.item() - y.item()) > 1e-3
+    # with the cross-entropy, as in F.dice_ce_loss(z, t, jaccard=True): the switch reaches the Dice term only
+    ce_kw = {"ignore_index": 255} if name == "ignore_index" else {}
+    both = F.dice_ce_loss(z, t, **ours).item()
+    assert both == pytest.approx(F.cross_entropy(z, t, **ce_kw).item() + y.item(), rel=1e-12)
+
+
+def test_dice_ce_loss_with_family_switches_gradchecks():
+    z, t = rand(2, 3, 4, 4), rand_labels((2, 4, 4), ignore=-100)
+    for kw in ({"jaccard": True, "log_loss": True}, {"alpha": 0.3, "beta": 0.7, "squared": False, "smooth": 1.0}):
+        rep = gradcheck(lambda z, kw=kw: F.dice_ce_loss(z, t, lambda_dice=0.7, **kw), z)
+        assert rep.max_rel_err <= 1e-6, (kw, rep)
+
+
+def test_dice_ce_loss_bad_arguments():
+    z, t = rand(2, 3, 4, 4), rand_labels((2, 4, 4))
+    with pytest.raises(TypeError, match=r"unknown argument 'jacard'; expected a soft_dice_loss switch \(smooth, "):
+        F.dice_ce_loss(z, t, jacard=True)
+    with pytest.raises(TypeError, match="unknown argument 'probs'"):
+        F.dice_ce_loss(z, t, probs=z)
+    with pytest.raises(ValueError, match="reduction='none'.*expected 'mean' or 'sum', or lambda_ce=0"):
+        F.dice_ce_loss(z, t, reduction="none")
+    assert F.dice_ce_loss(z, t, lambda_ce=0, reduction="none").shape == (3,)  # one term per class (batch Dice)
+    with pytest.raises(ValueError, match="soft_dice_loss: give both alpha and beta"):
+        F.dice_ce_loss(z, t, alpha=0.3)

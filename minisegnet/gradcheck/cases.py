@@ -293,7 +293,8 @@ CASES = [
         normal(4, 3),
         uniform(0, 1, 4, 3, seed=1, grad=False),
     ),
-    # losses: soft Dice, every switch, labels and one-hot targets, a tiny and an empty class
+    # losses: soft Dice, every switch, labels and one-hot targets, a tiny and an empty class ("default" and
+    # "squared=False" run dice.py's SoftDiceLoss, the lesson's; a switch runs dice_family.py's DiceFamilyLoss)
     *[
         case(
             f"soft_dice_loss {k}",

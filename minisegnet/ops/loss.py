@@ -4,6 +4,8 @@ Cross-entropy and BCE are each one Function with a hand-derived backward (soft D
 and pixel weights are constants: they may be arrays or Tensors, and no gradient flows into them.
 """
 
+import inspect
+
 import numpy as np
 
 from ..backend import get_array_module
@@ -21,6 +23,13 @@ from .validate import (
 )
 
 REDUCTIONS = ("mean", "sum", "none")
+# The switches of soft_dice_loss that dice_ce_loss passes on by name; weight, ignore_index and reduce_batch are
+# dice_ce_loss's own arguments (dice_weight is the Dice weight).
+DICE_SWITCHES = tuple(
+    name
+    for name in inspect.signature(soft_dice_loss).parameters
+    if name not in ("probs", "target", "weight", "ignore_index", "reduce_batch")
+)
 
 
 def mean_scale(count, dtype):
@@ -255,42 +264,54 @@ def dice_ce_loss(
     weight=None,
     ignore_index=-100,
     pixel_weight=None,
-    smooth=1e-6,
-    squared=True,
-    reduce_batch=True,
-    include_background=True,
+    *,
     dice_weight=None,
+    reduce_batch=True,
+    **dice_switches,
 ):
     """lambda_ce * cross_entropy(logits, target) + lambda_dice * soft_dice_loss(softmax(logits), target).
 
     logits (N, C, H, W), target integer labels (N, H, W). ``weight``, ``ignore_index`` and ``pixel_weight`` go to
-    the cross-entropy; ``ignore_index`` also masks those pixels out of the Dice sums. ``smooth``, ``squared``,
-    ``reduce_batch``, ``include_background`` and ``dice_weight`` (the Dice ``weight``) go to the soft Dice loss.
-    A lambda of 0 leaves its term out (not computed), so this one function is the "ce", "dice" and "ce+dice" of
-    ``recipe.make_loss``. Built from the library's ops, so its gradient is the sum of the two hand-derived ones.
+    the cross-entropy; ``ignore_index`` also masks those pixels out of the Dice sums. ``dice_weight`` is the Dice
+    ``weight``, and every other keyword is a switch of ``soft_dice_loss`` passed to it by name (``smooth``,
+    ``squared``, ``include_background``, ``jaccard``, ``alpha`` / ``beta``, ``log_loss``, ``reduction``, ...,
+    acting on the Dice term only); an unknown name is an error. A lambda of 0 leaves its term out (not computed),
+    so this one function is the "ce", "dice" and "ce+dice" of ``recipe.make_loss``. Built from the library's ops,
+    so its gradient is the sum of the two hand-derived ones.
 
-    ``reduce_batch=True`` (batch Dice, one Dice per class over the whole batch) is the default because of a
-    measurement: trained with per-image Dice alone, the default U-Net on the shapes set settled on "all background"
-    (foreground mIoU 0.000, README "Results"), since per image a class the image lacks scores a perfect term for
-    predicting nothing; with batch Dice the same run learns the shapes. ``soft_dice_loss`` keeps the seed's
-    per-image default.
+    ``reduce_batch=True`` (batch Dice, one Dice per class over the whole batch) is the default here, while
+    ``soft_dice_loss`` keeps the lesson's per-image terms. Per image, a class the image lacks scores a perfect term
+    for predicting nothing, so a network trained on per-image Dice is pulled towards predicting background (lesson
+    8, section 4); in batch Dice a class is empty only when the whole batch lacks it.
+
+    >>> import numpy as np
+    >>> z, t = np.zeros((1, 2, 2, 2)), np.array([[[0, 1], [1, 1]]])
+    >>> dice = dice_ce_loss(z, t, lambda_ce=0)  # probabilities 1/2 everywhere: batch soft Dice, then soft IoU
+    >>> round(dice.item(), 4), round(dice_ce_loss(z, t, lambda_ce=0, jaccard=True).item(), 4)
+    (0.375, 0.5333)
     """
+    unknown = [name for name in dice_switches if name not in DICE_SWITCHES]
+    if unknown:
+        raise TypeError(
+            f"dice_ce_loss: unknown argument {unknown[0]!r}; expected a soft_dice_loss switch "
+            f"({', '.join(DICE_SWITCHES)}) or one of lambda_dice, lambda_ce, weight, ignore_index, pixel_weight, "
+            "dice_weight, reduce_batch"
+        )
     for name, lam in (("lambda_dice", lambda_dice), ("lambda_ce", lambda_ce)):
         check_number(lam, f"dice_ce_loss: {name}")
+    if lambda_ce != 0 and lambda_dice != 0 and dice_switches.get("reduction", "mean") == "none":
+        raise ValueError(
+            "dice_ce_loss: reduction='none' gives one Dice loss per term, which cannot be added to the "
+            "cross-entropy's mean; expected 'mean' or 'sum', or lambda_ce=0"
+        )
     total = None
     if lambda_ce != 0:
         ce = cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, pixel_weight=pixel_weight)
         total = ce * lambda_ce
     if lambda_dice != 0:
+        probs = softmax(logits, axis=1)
         dice = soft_dice_loss(
-            softmax(logits, axis=1),
-            target,
-            smooth=smooth,
-            squared=squared,
-            reduce_batch=reduce_batch,
-            include_background=include_background,
-            weight=dice_weight,
-            ignore_index=ignore_index,
+            probs, target, weight=dice_weight, ignore_index=ignore_index, reduce_batch=reduce_batch, **dice_switches
         )
         total = dice * lambda_dice if total is None else total + dice * lambda_dice
     if total is None:
