@@ -11,7 +11,7 @@ files never import anything from here, and every pair is compared by a test.
     ops/pool.py        MaxPool2d                 fast/pool.py (+ CUDA kernels)
     ops/activation.py  ReLU                      fast/activation.py
     ops/activation.py  Softmax, LogSoftmax       fast/activation.py
-    ops/loss.py        CrossEntropy              fast/loss.py (CUDA kernels only)
+    ops/loss.py        CrossEntropy              fast/loss.py (+ CUDA kernels)
     (batch norm, max pooling and ReLU walk their arrays in the cache-sized blocks of fast/blocks.py)
 """
 
