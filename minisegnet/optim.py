@@ -1,9 +1,11 @@
 """Optimisers (SGD, Adam, AdamW) and learning-rate schedules (StepLR, CosineLR, WarmupCosineLR).
 
 Each ``step()`` changes ``p.data`` in place with plain array arithmetic, so it builds no graph and runs on
-NumPy or CuPy alike. The update rules are PyTorch's (dampening 0), step for step, so the same gradients give
-the same weights. ``state_dict()`` is a flat dict of numbers and arrays (per-parameter buffers keyed by the
-parameter's index, e.g. ``"exp_avg.3"``) that ``minisegnet.save`` writes without pickle.
+NumPy or CuPy alike. Every NumPy call of an update writes into an array that already exists (the parameter,
+its moments, or a work array shared by all parameters and kept between steps), so a step allocates nothing.
+The update rules are PyTorch's (dampening 0), step for step, so the same gradients give the same weights.
+``state_dict()`` is a flat dict of numbers and arrays (per-parameter buffers keyed by the parameter's index,
+e.g. ``"exp_avg.3"``) that ``minisegnet.save`` writes without pickle.
 """
 
 import math
@@ -30,6 +32,7 @@ class Optimizer:
         self.steps = 0
         self.state = {name: {} for name in self.buffers}
         self.param_steps = {}  # how many updates each parameter has had (a parameter without grad is skipped)
+        self.work_arrays = {}  # (slot, dtype, device) -> flat array as large as the largest parameter so far
 
     def zero_grad(self):
         for p in self.params:
@@ -45,6 +48,17 @@ class Optimizer:
 
     def update(self, i, p, g):
         raise NotImplementedError
+
+    def work(self, like, slot=0):
+        """An array of ``like``'s shape, dtype and device whose contents are left over, shared by every parameter.
+
+        ``slot`` tells apart two work arrays needed at once. Not saved in ``state_dict``.
+        """
+        key = (slot, like.dtype.str, str(getattr(like, "device", "cpu")))
+        flat = self.work_arrays.get(key)
+        if flat is None or flat.size < like.size:
+            flat = self.work_arrays[key] = get_array_module(like).empty(like.size, dtype=like.dtype)
+        return flat[: like.size].reshape(like.shape)
 
     def state_dict(self):
         """Flat dict: hyper-parameters, ``steps``, ``step.<i>`` and ``<buffer>.<i>`` NumPy arrays."""
@@ -107,8 +121,11 @@ class SGD(Optimizer):
         self.nesterov = nesterov
 
     def update(self, i, p, g):
-        if self.weight_decay:
-            g = g + self.weight_decay * p.data
+        xp = get_array_module(p.data)
+        if self.weight_decay:  # g = weight_decay * p + grad
+            decayed = xp.multiply(p.data, self.weight_decay, out=self.work(p.data, 1))
+            decayed += g
+            g = decayed
         if self.momentum:
             buf = self.state["momentum_buffer"].get(i)
             if buf is None:
@@ -117,8 +134,13 @@ class SGD(Optimizer):
             else:
                 buf *= self.momentum
                 buf += g
-            g = g + self.momentum * buf if self.nesterov else buf
-        p.data -= self.lr * g
+            if self.nesterov:  # d = momentum * b + g
+                ahead = xp.multiply(buf, self.momentum, out=self.work(p.data))
+                ahead += g
+                g = ahead
+            else:
+                g = buf
+        p.data -= xp.multiply(g, self.lr, out=self.work(p.data))
 
 
 class Adam(Optimizer):
@@ -126,6 +148,9 @@ class Adam(Optimizer):
 
     g = grad + weight_decay * p (L2 penalty, coupled);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
     p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+
+    Multiplying the fraction's top and bottom by r = sqrt(1 - b2^t) puts both bias corrections into scalars:
+    p -= (lr r / (1 - b1^t)) * m / (sqrt(v) + eps r): five calls over the parameter instead of six.
     """
 
     buffers = ("exp_avg", "exp_avg_sq")
@@ -145,8 +170,10 @@ class Adam(Optimizer):
         b1, b2 = self.betas
         if self.weight_decay and self.decoupled:
             p.data *= 1 - self.lr * self.weight_decay  # AdamW: shrink the weights, outside the adaptive scaling
-        elif self.weight_decay:
-            g = g + self.weight_decay * p.data
+        elif self.weight_decay:  # g = weight_decay * p + grad
+            decayed = xp.multiply(p.data, self.weight_decay, out=self.work(p.data, 1))
+            decayed += g
+            g = decayed
         if i not in self.state["exp_avg"]:  # first step: zero moments (allocated once, not on every step)
             self.state["exp_avg"][i] = xp.zeros_like(p.data)
             self.state["exp_avg_sq"][i] = xp.zeros_like(p.data)
@@ -156,17 +183,24 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - b1**t)
         root_bias2 = math.sqrt(1 - b2**t)
         kernel = cuda_kernel(xp, *_ADAM_CUDA)
-        if kernel is not None:  # the lines below in one CUDA kernel instead of 10 launches
+        if kernel is not None:  # the lines below in one CUDA kernel instead of 12 launches
             kernel(g.astype(p.dtype, copy=False), b1, b2, step_size, root_bias2, self.eps, p.data, m, v)
             return
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * g * g
-        p.data -= step_size * (m / (xp.sqrt(v) / root_bias2 + self.eps))
+        u = self.work(p.data)
+        m *= b1  # m = b1 m + (1 - b1) g
+        m += xp.multiply(g, 1 - b1, out=u)
+        v *= b2  # v = b2 v + (1 - b2) g^2
+        u = xp.multiply(g, 1 - b2, out=u)
+        u *= g
+        v += u
+        u = xp.sqrt(v, out=u)  # p -= (step_size r) m / (sqrt(v) + eps r), r = root_bias2
+        u += self.eps * root_bias2
+        u = xp.divide(m, u, out=u)
+        u *= step_size * root_bias2
+        p.data -= u
 
 
-_ADAM_CUDA = (  # Adam.update's generic lines as one kernel for CuPy arrays (cuda.cuda_kernel)
+_ADAM_CUDA = (  # Adam's update (the docstring's formula) as one kernel for CuPy arrays (cuda.cuda_kernel)
     "T g, float64 b1, float64 b2, float64 step_size, float64 root_bias2, float64 eps",
     "T p, T m, T v",
     """

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minisegnet.backend import cupy_available
+from minisegnet.ops.fast import blocks as fast_blocks
 from minisegnet.ops.fast import workspace
 from minisegnet.registry import reference_kernels
 from minisegnet.threads import get_num_threads, set_num_threads
@@ -51,3 +52,11 @@ def threads(request, monkeypatch):
     set_num_threads(request.param)
     yield request.param
     set_num_threads(before)
+
+
+@pytest.fixture(params=["whole", "row"])
+def blocks(request, monkeypatch):
+    """ "whole": fast/blocks.py's cache-sized blocks (one block for a test's small arrays), then "row": one row each."""
+    if request.param == "row":
+        monkeypatch.setattr(fast_blocks, "BLOCK_BYTES", 1)
+    return request.param

@@ -68,8 +68,11 @@ def test_dropout_rejects_bad_probability():
 
 
 @pytest.mark.parametrize("shape", [(), (0, 3), (1, 4), (3, 3, 4, 5)])
-def test_relu_fast_path_is_the_reference_bit_for_bit(device, shape, threads):
-    x = msn.tensor(np.random.default_rng(2).standard_normal(shape), device=device)
+def test_relu_fast_path_is_the_reference_bit_for_bit(device, shape, threads, blocks):
+    a = np.random.default_rng(2).standard_normal(shape)
+    if a.size > 4:
+        a.flat[:4] = [np.nan, np.inf, 0.0, -0.0]  # NaN stays NaN, and passes no gradient; 0 passes none either
+    x = msn.tensor(a, device=device)
     gy = msn.backend.to_device(np.random.default_rng(3).standard_normal(shape), device)
     runs = []
     for reference in (True, False):
@@ -80,4 +83,41 @@ def test_relu_fast_path_is_the_reference_bit_for_bit(device, shape, threads):
             runs.append((y.numpy(), msn.to_numpy(x.grad)))
     for r, f in zip(*runs):
         np.testing.assert_array_equal(f, r)
-    assert (runs[1][0] >= 0).all() and np.array_equal(runs[1][1] != 0, runs[1][0] > 0)
+    y = runs[1][0][~np.isnan(runs[1][0])]
+    assert (y >= 0).all() and np.array_equal(runs[1][1] != 0, runs[1][0] > 0)
+
+
+def test_fast_relu_keeps_its_output_not_a_mask_and_maps_minus_inf_to_0_like_torch(device):
+    torch_ = torch()
+    a = np.array([[-np.inf, -2.0, 0.0, 3.0, np.inf, np.nan]])
+    x = msn.tensor(a, device=device, requires_grad=True)
+    y = F.relu(x)
+    assert y.creator.y is y.data and not hasattr(y.creator, "mask")  # the graph holds y, which it holds anyway
+    y.backward(msn.backend.to_device(np.full(a.shape, 5.0), device))
+    tx = torch_.tensor(a, requires_grad=True)
+    ty = torch_.relu(tx)
+    ty.backward(torch_.full(a.shape, 5.0, dtype=torch_.float64))
+    np.testing.assert_array_equal(y.numpy(), ty.detach().numpy())  # relu(-inf) = 0 (the taught x * (x > 0): NaN)
+    # At NaN, torch passes gy; the taught mask x > 0 passes nothing, and so does the fast path.
+    np.testing.assert_array_equal(msn.to_numpy(x.grad), np.append(tx.grad.numpy()[:, :5], [[0.0]], axis=1))
+    with msn.reference_kernels(), np.errstate(invalid="ignore"):
+        assert np.isnan(F.relu(msn.tensor(a, device=device)).numpy()[0, 0])
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmax_last"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_fast_paths_match_the_reference(device, name, dtype):
+    # Scores far from 0 and far apart: the shift by the max must come first; gy in float64 for float32 outputs.
+    a = 30 * np.random.default_rng(4).standard_normal((2, 5, 3, 4)) + 100
+    gy = np.random.default_rng(5).standard_normal(a.shape)
+    runs = []
+    for reference in (True, False):
+        with msn.reference_kernels(reference):
+            x = msn.tensor(a.astype(dtype), device=device, requires_grad=True)
+            y = CASES[name](x)
+            assert type(y.creator).__module__.endswith("fast.activation") != reference
+            y.backward(msn.backend.to_device(gy.astype(dtype if name == "softmax" else np.float64), device))
+            runs.append((y, x.grad))
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    for r, f in zip(*runs):
+        assert f.dtype == r.dtype and rel_error(f, r) <= tol

@@ -139,6 +139,38 @@ def test_cross_entropy_bad_input():
         F.cross_entropy(x, good, reduction="average")
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 5), (2, 3, 3, 1, 2)], ids=str)
+def test_cross_entropy_fast_path_matches_the_reference(device, dtype, shape, monkeypatch):
+    # ops/fast/loss.py: p = e / sum(e) kept for the backward, log p taken at the labels only, and the backward's
+    # p * (w gy) corrected at each label; smoothed and soft targets go to the taught op. (On CuPy without its
+    # CUDA kernels, where CuPy has put_along_axis.)
+    monkeypatch.setattr(msn.cuda, "CUDA_KERNELS", False)
+    logits = np.random.default_rng(2).standard_normal(shape) * 4 + 50
+    labels = rand_labels((shape[0],) + shape[2:], 3, device, seed=3, ignore=-100)
+    lean = hasattr(msn.backend.get_array_module(labels), "put_along_axis")
+    pixel_weight = to_device(np.random.default_rng(4).uniform(0.5, 2.0, (shape[0],) + shape[2:]).astype(dtype), device)
+    cases = [{"reduction": r} for r in REDUCTIONS] + [
+        {"weight": to_device(W3.astype(dtype), device), "ignore_index": 1},
+        {"weight": to_device(W3.astype(dtype), device), "pixel_weight": pixel_weight, "reduction": "none"},
+        {"ignore_index": None, "pixel_weight": pixel_weight},
+        {"label_smoothing": 0.1},
+    ]
+    for kw in cases:
+        target = labels if kw.get("ignore_index", -100) == -100 else to_device(np.abs(msn.to_numpy(labels)) % 3, device)
+        runs = []
+        for reference in (True, False):
+            with msn.reference_kernels(reference):
+                x = msn.Tensor(to_device(logits.astype(dtype), device), requires_grad=True)
+                loss = F.cross_entropy(x, target, **kw)
+                assert getattr(loss.creator, "lean", False) == (lean and not reference and "label_smoothing" not in kw)
+                loss.backward(to_device(np.random.default_rng(5).random(loss.shape).astype(dtype), device))
+                runs.append((loss.data, x.grad))
+        for r, f in zip(*runs):
+            assert f.dtype == r.dtype == dtype and f.shape == r.shape
+            assert rel_error(f, r) <= (1e-12 if dtype == np.float64 else 2e-6), kw
+
+
 CE_KERNELS = ["minisegnet_cross_entropy_forward", "minisegnet_cross_entropy_backward"]
 
 

@@ -7,6 +7,8 @@ import minisegnet.ops as F
 from minisegnet import Tensor, cuda
 from minisegnet.backend import to_device, to_numpy
 from minisegnet.gradcheck import gradcheck
+from minisegnet.ops.fast.blocks import as_rows
+from minisegnet.ops.fast.norm import _statistics
 from minisegnet.registry import reference_kernels
 
 from cuda_host import ran, use_host_kernels
@@ -131,7 +133,7 @@ def test_batch_norm_bad_arguments_raise(device):
 @pytest.mark.parametrize("shape", [(4, 3, 5, 6), (6, 5), (1, 2, 3, 1)])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_fast_path_matches_the_reference(device, shape, training, affine, threads):
+def test_batch_norm_fast_path_matches_the_reference(device, shape, training, affine, threads, blocks):
     C = shape[1]
     x = rand(*shape, device=device, seed=3)
     x.data += 5.0  # a mean far from 0: d = x - mean must be taken before any product
@@ -154,6 +156,33 @@ def test_batch_norm_fast_path_matches_the_reference(device, shape, training, aff
         fast = one_pass()
     for r, f in zip(reference, fast):
         assert rel_error(f, r) <= 1e-11
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_batch_norm_fast_statistics_are_as_stable_as_two_passes(device, offset, threads, blocks):
+    # Per-plane sums and squared deviations, combined per channel (fast/norm.py's _statistics), against NumPy's
+    # two-pass mean and var; with the means 1e7 standard deviations from 0, E[x^2] - mean^2 would lose everything.
+    a = np.random.default_rng(12).standard_normal((3, 4, 5, 6)) * np.array([1.0, 1e-3, 10.0, 2.0])[:, None, None]
+    a = a + offset
+    x = to_device(a, device)
+    mean, var = _statistics(as_rows(x, 4), x, 3, 4)
+    np.testing.assert_allclose(to_numpy(mean), a.mean(axis=(0, 2, 3)), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(to_numpy(var), a.var(axis=(0, 2, 3)), rtol=1e-9)  # each channel's own var
+
+
+def test_batch_norm_fast_path_in_float32_is_as_accurate_as_the_reference(device, blocks):
+    a = np.random.default_rng(13).standard_normal((3, 4, 5, 6)) * np.array([1.0, 1e-3, 10.0, 2.0])[:, None, None]
+    a = (a + 3).astype(np.float32).astype(np.float64)
+    runs = {}
+    for dtype, reference in ((np.float64, True), (np.float32, True), (np.float32, False)):
+        with reference_kernels(reference):
+            x = Tensor(to_device(a.astype(dtype), device), requires_grad=True)
+            y = F.batch_norm(x, None, None, training=True)
+            y.backward(to_device(np.cos(a).astype(dtype), device))
+            runs[dtype, reference] = [y.data, x.grad]
+    exact, taught, fast = runs.values()
+    for e, t, f in zip(exact, taught, fast):
+        assert f.dtype == np.float32 and rel_error(f, e) <= 2 * rel_error(t, e) + 1e-7
 
 
 @pytest.mark.slow

@@ -1,11 +1,12 @@
 """minisegnet/optim.py: SGD, Adam, AdamW and the schedules follow torch.optim step for step."""
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 
-from minisegnet import backend, optim
+from minisegnet import cuda, optim
 from minisegnet.backend import to_device, to_numpy
 from minisegnet.nn import Parameter
 
@@ -85,7 +86,7 @@ def test_adam_cuda_kernel_equals_the_generic_lines(device, dtype, monkeypatch):
         pytest.skip("the CUDA kernels run on CuPy only")
     results = []
     for kernels in (True, False):
-        monkeypatch.setattr(backend, "CUDA_KERNELS", kernels)
+        monkeypatch.setattr(cuda, "CUDA_KERNELS", kernels)
         ps = make_params(device, dtype)
         opt = optim.AdamW(ps, lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2)
         for step in range(4):
@@ -96,6 +97,66 @@ def test_adam_cuda_kernel_equals_the_generic_lines(device, dtype, monkeypatch):
     tol = 1e-12 if dtype == np.float64 else 2e-6
     for ours, generic in zip(*results):
         assert ours.dtype == dtype and np.abs(ours - generic).max() <= tol * np.abs(generic).max()
+
+
+def plain_steps(kind, kw, params, grads):
+    """The update rules as their docstrings write them, one fresh array per operation: the reference for step()."""
+    lr, wd = kw["lr"], kw.get("weight_decay", 1e-2 if kind == "AdamW" else 0.0)
+    b1, b2 = kw.get("betas", (0.9, 0.999))
+    eps, mu = kw.get("eps", 1e-8), kw.get("momentum", 0.0)
+    ps = [p.copy() for p in params]
+    m, v, buf = [0 * p for p in ps], [0 * p for p in ps], [None] * len(ps)
+    for t, step_grads in enumerate(grads, start=1):
+        for i, g in enumerate(step_grads):
+            if kind == "AdamW":
+                ps[i] = ps[i] * (1 - lr * wd)
+            elif wd:
+                g = g + wd * ps[i]
+            if kind == "SGD":
+                if mu:
+                    buf[i] = g.copy() if buf[i] is None else mu * buf[i] + g
+                    g = g + mu * buf[i] if kw.get("nesterov") else buf[i]
+                ps[i] = ps[i] - lr * g
+                continue
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            ps[i] = ps[i] - lr / (1 - b1**t) * m[i] / (np.sqrt(v[i]) / np.sqrt(1 - b2**t) + eps)
+    return ps
+
+
+PLAIN_CASES = [("SGD", kw) for kw in SGD_CASES] + ADAM_CASES
+
+
+@pytest.mark.parametrize("name,kw", PLAIN_CASES, ids=lambda v: str(v))
+def test_in_place_updates_match_the_written_formulas(name, kw, device):
+    # step() writes every operation into the parameter, its state or a reused work array; the same rules with a
+    # fresh array per operation, in float64, agree to rounding.
+    ps = make_params(device)
+    start = [to_numpy(p.data).copy() for p in ps]
+    grads = [grads_for(step) for step in range(6)]
+    opt = getattr(optim, name)(ps, **kw)
+    for step_grads in grads:
+        for p, g in zip(ps, step_grads):
+            p.grad = to_device(g, device)
+        opt.step()
+    for p, expected in zip(ps, plain_steps(name, kw, start, grads)):
+        assert np.abs(to_numpy(p.data) - expected).max() <= 1e-12 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("name,kw", PLAIN_CASES, ids=lambda v: str(v))
+def test_a_step_allocates_no_array_as_large_as_a_parameter(name, kw):
+    # After the first step (which makes the moments and the work arrays), a step writes only into existing arrays.
+    ps = [Parameter(np.random.default_rng(i).standard_normal(size)) for i, size in enumerate((50_000, 20_000, 7))]
+    opt = getattr(optim, name)(ps, **kw)
+    for step in range(3):
+        for p in ps:
+            p.grad = np.cos(p.data + step)
+        tracemalloc.start()
+        opt.step()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        if step:
+            assert peak < 20_000 * 8 // 4, f"step {step}: {peak} bytes allocated"
 
 
 def test_parameters_without_grad_are_skipped_and_zero_grad_clears():

@@ -17,6 +17,7 @@ from minisegnet.tensor import Function
 def test_every_registered_twin_subclasses_its_taught_op_and_lives_in_ops_fast():
     pairs = registry.registered()
     taught = {conv.Conv2d, conv.ConvTranspose2d, norm.BatchNorm, pool.MaxPool2d, activation.ReLU, loss.CrossEntropy}
+    taught |= {activation.Softmax, activation.LogSoftmax}
     assert set(pairs) == taught
     for original, twin in pairs.items():
         assert issubclass(twin, original) and twin.__module__.startswith("minisegnet.ops.fast.")

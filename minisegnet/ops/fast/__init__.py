@@ -10,7 +10,9 @@ files never import anything from here, and every pair is compared by a test.
     ops/norm.py        BatchNorm                 fast/norm.py (+ a CUDA kernel each way, fast/cuda_fused.py)
     ops/pool.py        MaxPool2d                 fast/pool.py (+ CUDA kernels)
     ops/activation.py  ReLU                      fast/activation.py
-    ops/loss.py        CrossEntropy              fast/loss.py (CUDA kernels only)
+    ops/activation.py  Softmax, LogSoftmax       fast/activation.py
+    ops/loss.py        CrossEntropy              fast/loss.py (+ CUDA kernels)
+    (batch norm, max pooling and ReLU walk their arrays in the cache-sized blocks of fast/blocks.py)
 """
 
 from ... import ops
@@ -22,4 +24,6 @@ register(ops.conv.ConvTranspose2d, conv.ConvTranspose2d)
 register(ops.norm.BatchNorm, norm.BatchNorm)
 register(ops.pool.MaxPool2d, pool.MaxPool2d)
 register(ops.activation.ReLU, activation.ReLU)
+register(ops.activation.Softmax, activation.Softmax)
+register(ops.activation.LogSoftmax, activation.LogSoftmax)
 register(ops.loss.CrossEntropy, loss.CrossEntropy)
