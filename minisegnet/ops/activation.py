@@ -5,11 +5,11 @@ from ..tensor import Function
 
 
 class ReLU(Function):
-    """y = x * (x > 0); the gradient passes where x was positive."""
+    """y = max(x, 0); the gradient passes where x was positive."""
 
     def forward(self, x):
         self.mask = x > 0
-        return x * self.mask
+        return get_array_module(x).maximum(x, 0)
 
     def backward(self, gy):
         return gy * self.mask
