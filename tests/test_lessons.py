@@ -1,4 +1,5 @@
-"""Every lesson notebook runs to the end in a fresh kernel, stores fresh full-run outputs, and is listed in the README.
+"""Every lesson notebook runs to the end in a fresh kernel, stores fresh full-run outputs, quotes in its prose only
+measurements its outputs show, and is listed in the README.
 
 The notebooks run in quick mode (``MINISEGNET_QUICK=1``: small sizes, few steps) with matplotlib's
 Agg backend, from inside ``lessons/`` as a reader would. nbclient and ipykernel come with the
@@ -86,6 +87,50 @@ def test_lesson_outputs_are_fresh_and_small(path):
     nb = nbformat_json(path)
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernel must be python3"
     assert nb["metadata"].get("minisegnet", {}).get("mode") == "full", f"{path.name}: not from a full run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_lesson_prose_quotes_only_measurements_its_outputs_show(path):
+    problems = tool.unbacked_numbers(path)
+    assert not problems, "\n".join(problems)
+
+
+def _notebook_with(tmp_path, prose, printed):
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": prose}]
+    out = {"output_type": "stream", "name": "stdout", "text": printed}
+    cells.append({"cell_type": "code", "metadata": {}, "source": "", "outputs": [out], "execution_count": 1})
+    path = tmp_path / "prose.ipynb"
+    path.write_text(json.dumps({"cells": cells, "metadata": {}}), encoding="utf-8")
+    return path
+
+
+def test_a_quoted_measurement_must_be_printed_to_its_written_digits(tmp_path):
+    printed = "mIoU 0.7968, loss 2.006, object 14.3% of pixels, |grad| 6.84e-03\n"
+    fine = "The U-Net reached mIoU 0.797 (about 0.80), loss 2.006, 14% object, gradients of 6.8e-3."
+    assert tool.unbacked_numbers(_notebook_with(tmp_path, fine, printed)) == []
+    wrong = {"0.81": "mIoU 0.81.", "2.0061": "A loss of 2.0061 here.", "15%": "15% object.", "0.143": "A 0.143 share."}
+    for number, sentence in wrong.items():  # off by more than half a unit of the last digit, or not a percentage
+        [problem] = tool.unbacked_numbers(_notebook_with(tmp_path, sentence, printed))
+        assert f"prose.ipynb cell 0: {number} is in no stored output" in problem
+
+
+def test_settings_integers_math_code_and_quoted_figures_are_not_checked(tmp_path):
+    prose = (
+        "We train 1,000 steps on 64x64 images with `lr=0.005` and smooth 1e-6; a blend of $0.75$ and $0.25$.\n\n"
+        "On an H100 it took 0.445 ms (quoted from [the notes](notes.md)). But this run took 3.25 ms."
+    )
+    (tmp_path / "notes.md").write_text("0.445 ms", encoding="utf-8")
+    [problem] = tool.unbacked_numbers(_notebook_with(tmp_path, prose, "nothing printed\n"))
+    assert "3.25 is in no stored output" in problem
+    (tmp_path / "notes.md").unlink()
+    problems = tool.unbacked_numbers(tmp_path / "prose.ipynb")
+    assert any("the quoted source notes.md does not exist" in p for p in problems)
+
+
+def test_check_names_an_unbacked_number(tmp_path, capsys):
+    path = _notebook_with(tmp_path, "It reached 0.93.", "0.91\n")
+    assert tool.main(["check", str(path)]) == 1
+    assert "prose.ipynb cell 0: 0.93 is in no stored output" in capsys.readouterr().out
 
 
 def test_readme_lists_every_lesson():

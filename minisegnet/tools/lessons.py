@@ -2,13 +2,19 @@
 
     python -m minisegnet.tools.lessons execute              # every lesson, full mode, outputs written back
     python -m minisegnet.tools.lessons execute 06 08_soft   # only the lessons whose file name starts so
-    python -m minisegnet.tools.lessons check                # exit 1 if a stored output is stale
+    python -m minisegnet.tools.lessons check                # exit 1 if a stored output is stale or a
+                                                            # number in the prose is in no stored output
 
 Lessons are committed with the outputs of a full run, so every figure shows on GitHub. Each code cell's
 metadata holds ``minisegnet.source_hash``: the SHA-256 of its source chained with the hash of the code cell
 before it, so editing a cell makes it and every later cell stale (a later cell's output may depend on it).
 The notebook's metadata records the machine, the date and the run time. Figures are PNG at the dpi of
 ``lessons/matplotlibrc``, which matplotlib reads because the kernel runs from inside ``lessons/``.
+
+A lesson's prose must be true of its own outputs. Every measurement it quotes, a number with a decimal point or a
+percentage outside ``$math$`` and ```code``` (0.378, 6.84e-03, 14.3%), must appear in a stored output, written there
+to at least as many digits; integers and powers such as 1e-6 are read as settings. A sentence that says "quoted
+from" and names its source (a link to a file must resolve) quotes figures from elsewhere and is not checked.
 """
 
 import argparse
@@ -16,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -61,6 +68,66 @@ def stale_cells(path):
                 why += " since its outputs were stored"
             problems.append(f"{path.name} cell {i} ({first!r}) {why}: run `{refresh_command(path)}`")
             break  # the first stale cell makes every later one stale too; name it and the command
+    return problems
+
+
+# A measurement in prose: a number with a decimal point (and maybe an exponent), or a percentage.
+MEASUREMENT = re.compile(r"(?<![\w.])(\d+\.\d+(?:e[-+]?\d+)?%?|\d+%)(?![\w%]|\.\d)")
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e[-+]?\d+)?%?")  # any number an output prints
+# Math, code and link targets are not prose: "$0.5$", "`lr=5e-3`", "[gpu.md](../benchmarks/results/gpu.md)".
+NOT_PROSE = re.compile(r"\$\$.*?\$\$|\$[^$\n]*\$|```.*?```|`[^`\n]*`|(?<=\])\([^)\s]*\)", re.S)
+SENTENCES = re.compile(r"(?<=[.!?])\s+(?=[A-Z*\[(])|\n\s*\n|\n(?=\s*[*-] )")
+QUOTED = "quoted from"
+QUOTED_LINK = re.compile(r"quoted from \[[^\]]*\]\(([^)\s]+)\)", re.I)
+
+
+def _text(value):
+    return value if isinstance(value, str) else "".join(value)
+
+
+def _value(token):
+    """(value, half a unit of its last written digit, is a percentage) of a number token such as "6.84e-03"."""
+    body = token.rstrip("%")
+    mantissa, _, exponent = body.partition("e")
+    scale = 10.0 ** int(exponent or 0)
+    return float(mantissa) * scale, 0.5 * 10.0 ** -len(mantissa.partition(".")[2]) * scale, token.endswith("%")
+
+
+def _printed(nb):
+    """The numbers of every stored text output of a notebook dict, as ``_value`` tuples."""
+    numbers = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            texts = [out.get("text", "")] + [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
+            numbers += [_value(token) for text in texts for token in NUMBER.findall(_text(text))]
+    return numbers
+
+
+def unbacked_numbers(path):
+    """One line per measurement the prose of the notebook at ``path`` quotes and no stored output shows."""
+    path = Path(path)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    printed = _printed(nb)
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "markdown":
+            continue
+        source = _text(cell["source"])
+        for target in QUOTED_LINK.findall(source):
+            if "://" not in target and not (path.parent / target.split("#")[0]).exists():
+                problems.append(f"{path.name} cell {i}: the quoted source {target} does not exist")
+        for sentence in SENTENCES.split(NOT_PROSE.sub(" ", source)):
+            if QUOTED in sentence.lower():
+                continue
+            for token in MEASUREMENT.findall(sentence):
+                p, half, percent = _value(token)
+                if not any(q == percent and abs(o - p) <= half * (1 + 1e-9) for o, _, q in printed):
+                    said = " ".join(sentence.split())
+                    said = said if len(said) <= 90 else said[:87] + "..."
+                    problems.append(
+                        f"{path.name} cell {i}: {token} is in no stored output ({said!r}); print it, write a "
+                        f"setting as $math$ or `code`, or say where it is {QUOTED}"
+                    )
     return problems
 
 
@@ -159,8 +226,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     paths = select(args.names)
     if args.command == "check":
-        problems = [line for p in paths for line in stale_cells(p)]
-        print("\n".join(problems) if problems else f"{len(paths)} lessons: every stored output is fresh")
+        problems = [line for p in paths for line in stale_cells(p) + unbacked_numbers(p)]
+        done = f"{len(paths)} lessons: every stored output is fresh and every quoted measurement is in one"
+        print("\n".join(problems) if problems else done)
         return 1 if problems else 0
     for path in paths:
         seconds = execute(path)
