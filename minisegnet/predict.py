@@ -32,9 +32,15 @@ DISPLAY = 384  # pixels a side of a figure's panel, at the least, for a small im
 
 @no_grad()
 def predict_masks(model, images, device="cpu"):
-    """Arg-max class per pixel: images (N, 3, H, W) float32 -> masks (N, H, W) int64 on the host."""
+    """Arg-max class per pixel: images (N, 3, H, W) float32 -> masks (N, H, W) int64 on the host.
+
+    The model runs in eval mode (batch norm on its running statistics) and is left in the mode it was in."""
+    training = model.training
     model.eval()
-    logits = model(to_device(np.asarray(images, dtype=np.float32), device))
+    try:
+        logits = model(to_device(np.asarray(images, dtype=np.float32), device))
+    finally:
+        model.train(training)
     return to_numpy(logits.data.argmax(axis=1)).astype(np.int64)
 
 

@@ -238,3 +238,14 @@ def test_a_real_ctrl_c_exits_130_with_one_line(checkpoint, tmp_path):
     assert err.count("\n") == 1 and err.startswith("interrupted: the ") and "Traceback" not in err
     shown = printed_paths(first + rest)
     assert sorted(shown) == sorted(str(p) for p in (tmp_path / "out").iterdir())  # no temporary file left
+
+
+def test_predict_masks_leaves_the_model_in_the_mode_it_found():
+    from minisegnet.models import UNet
+    from minisegnet.predict import predict_masks
+
+    model = UNet(in_channels=3, num_classes=2, base_channels=2, depth=1)
+    images = np.zeros((1, 3, 8, 8), dtype=np.float32)
+    for mode in (True, False):
+        model.train(mode)
+        assert predict_masks(model, images).shape == (1, 8, 8) and model.training is mode

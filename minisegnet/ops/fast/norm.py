@@ -23,7 +23,6 @@ channel (N*H*W of them), what differs from ops/norm.py:
   in these loops, and one core cannot use the memory bandwidth of two.
 """
 
-
 from ...backend import get_array_module
 from .. import norm as taught
 from . import cuda_fused
