@@ -129,7 +129,7 @@ def cmd_summary(args):
     from .data.shapes import CLASS_NAMES
     from .recipe import TrainConfig, build_model, side_multiple
     from .summary import summary
-    from .train import load_model
+    from .runs import load_model
 
     flags = {k: getattr(args, k) for k in MODEL_FLAGS if hasattr(args, k)}
     if args.checkpoint and flags:

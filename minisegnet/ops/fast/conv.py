@@ -46,13 +46,21 @@ WINOGRAD_CHANNELS = 64
 
 
 def conv_forward(x, W, b, args, windows=None):
-    """y (N, OC, OH, OW) = W2 @ im2col(x) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None."""
+    """y (N, OC, OH, OW) = W2 @ im2col(x) + b for x (N, C, H, W), W (OC, C, KH, KW), b (OC,) or None.
+
+    By Winograd's F(4x4, 3x3) where ``_winograd`` says it pays, else by ``im2col_forward``.
+    """
+    every = conv_out_size(x.shape[2:], W.shape[2:], *args)
+    if _winograd(get_array_module(x), W.shape, args) and tuple(windows or every) == every:
+        return winograd.conv2d_forward(x, W, b, args[1])
+    return im2col_forward(x, W, b, args, windows)
+
+
+def im2col_forward(x, W, b, args, windows=None):
+    """conv_forward's column path: the columns of x built a block at a time, one product per block."""
     xp = get_array_module(x)
     N, OC = x.shape[0], W.shape[0]
-    every = conv_out_size(x.shape[2:], W.shape[2:], *args)
-    OH, OW = windows = tuple(windows or every)
-    if _winograd(xp, W.shape, args) and windows == every:
-        return winograd.conv2d_forward(x, W, b, args[1])
+    OH, OW = windows = tuple(windows or conv_out_size(x.shape[2:], W.shape[2:], *args))
     y = xp.empty((N, OC, OH, OW), dtype=x.dtype)
     W2 = W.reshape(OC, -1)
 
