@@ -93,6 +93,8 @@ def describe(value):
         return f"an array of {value.dtype}" + (f" and shape {value.shape}" if value.dtype.kind in "biuf" else "")
     if isinstance(value, (list, tuple)):
         kind = type(value).__name__
+        if any(v is None or isinstance(v, (np.ndarray, Tensor)) for v in value):
+            return f"a {kind} of {len(value)} items"
         try:
             array = np.asarray(value)
         except (ValueError, TypeError):

@@ -227,6 +227,9 @@ def train_unet(conv2d=None, soft_dice_loss=None, steps=1000, batch_size=8, size=
                     raise Wrong("nan", f"the loss is {loss.item()} at step {step + 1}: a gradient of yours went NaN")
                 opt.zero_grad()
                 loss.backward()
+                bad = [n for n, p in model.named_parameters() if p.grad is not None and not np.isfinite(p.grad).all()]
+                if bad:
+                    raise Wrong("nan", f"at step {step + 1} the gradient of {bad[0]} holds NaN or inf")
                 opt.step()
                 if verbose and (step + 1) % max(steps // 5, 1) == 0:
                     print(f"step {step + 1}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
@@ -237,7 +240,7 @@ def train_unet(conv2d=None, soft_dice_loss=None, steps=1000, batch_size=8, size=
         verdict("train_unet", False, wrong.message, wrong.hint)
         return float("nan")
     except Exception as err:
-        verdict("train_unet", False, f"training stopped at step {step + 1}: {raised('a step', err).message}", "error")
+        verdict("train_unet", False, raised(f"step {step + 1} of the training", err).message, "error")
         return float("nan")
     miou = float(metrics.mean_iou(metrics.confusion_matrix(pred, val.masks, 6), include_background=False))
     if verbose:
