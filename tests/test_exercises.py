@@ -576,6 +576,25 @@ def test_every_exercise_notebook_is_listed_clean_and_unsolved():
                     assert "raise NotImplementedError" in block, f"{path.name}: {block.splitlines()[0]} is not a stub"
 
 
+@pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_every_exercise_notebook_has_a_worked_example_expectations_and_questions_answered_elsewhere(path):
+    answers = (ROOT / "lessons" / "exercises" / "ANSWERS.md").read_text(encoding="utf-8")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    text = ["".join(cell["source"]) for cell in cells]
+    assert any(t.startswith("## A worked example") for t in text), f"{path.name} has no worked example"
+    assert any(t.startswith("## Shapes") for t in text), f"{path.name} gives no shapes"
+    for k, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and re.match(r"check\.", text[k]):
+            assert text[k - 1].startswith("**Check.**") and "\u2714" in text[k - 1], f"{path.name}: cell {k}"
+    questions = re.findall(r"\*\*Inline question (\d\.\d)\.\*\*", "".join(text))
+    assert len(questions) >= 2, f"{path.name} asks fewer than two questions"
+    for number in questions:
+        assert f"**{number}**" in answers, f"ANSWERS.md does not answer question {number}"
+    for k, t in enumerate(text):
+        if t.startswith("*Your answer:*"):
+            assert text[k - 1].startswith("**Inline question") and "ANSWERS.md" in t
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
 def test_exercise_notebook_runs_with_its_stubs(path, monkeypatch):
