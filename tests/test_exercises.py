@@ -61,6 +61,14 @@ def test_im2col(capsys):
     assert_hints(check.im2col, lib_im2col, wrongs, capsys)
 
 
+def test_a_pass_in_float32_says_that_its_error_is_above_what_float64_reaches(capsys):
+    assert verdict(check.im2col, lambda x, K, S, P: im2col(x.astype(np.float32), K, S, P)) == (True, None)
+    out = capsys.readouterr().out
+    assert "within the check's tolerance" in out and "float32" in out and "below 1e-8" not in out
+    assert verdict(check.im2col, lib_im2col) == (True, None)
+    assert "relative error 0.0e+00, below 1e-8" in capsys.readouterr().out
+
+
 def col2im_assigning(col, x_shape, K, S, P):
     N, C, H, W = x_shape
     OH, OW = (H + 2 * P - K) // S + 1, (W + 2 * P - K) // S + 1
