@@ -177,8 +177,21 @@ def test_max_pool2d(capsys):
         ),
         ("plane", plane),
         ("tie", last_maximum),
+        ("tie", first_maximum_by_columns),
     ]
     assert_hints(check.max_pool2d, pool, wrongs, capsys)
+
+
+def first_maximum_by_columns(x, K, S):
+    # np.argmax over each window read column by column: on a tie the first maximum in column-major order wins.
+    y, idx = pool(x, K, S)
+    W = x.shape[3]
+    for oh in range(y.shape[2]):
+        for ow in range(y.shape[3]):
+            window = x[:, :, oh * S : oh * S + K, ow * S : ow * S + K]
+            k = window.transpose(0, 1, 3, 2).reshape(*x.shape[:2], -1).argmax(axis=2)
+            idx[:, :, oh, ow] = (oh * S + k % K) * W + ow * S + k // K
+    return y, idx
 
 
 def last_maximum(x, K, S):

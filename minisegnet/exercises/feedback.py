@@ -54,7 +54,7 @@ class Wrong(Exception):
 
 
 def your_line(err):
-    """ " (cell In[3], line 7: `code`)" for the innermost frame of ``err`` in the student's code, else ""."""
+    """Where ``err`` was raised in the student's code, as ' (cell In[3], line 7: code)'; '' when not in it."""
     frames = [(f.f_code.co_filename, line) for f, line in traceback.walk_tb(err.__traceback__)]
     yours = [(file, line) for file, line in frames if not file.startswith(_NOT_YOURS + ("<frozen",))]
     if not yours:

@@ -23,16 +23,19 @@ def _x(shape, seed=0, ties=True):
     return x
 
 
-def _last_maximum(x, K, S):
-    # The flat h*W + w index of each window's *last* maximum in row-major order: the mistake of `>=` in a loop.
+def _tie_winner(x, K, S, last=False, by_columns=False):
+    # The flat h*W + w index of each window's maximum when a tie goes to the last one in row-major order (`>=` in
+    # a loop) or to the first one in column-major order (a loop over columns outside rows): the two usual mistakes.
     N, C, H, W = x.shape
     OH, OW = (H - K) // S + 1, (W - K) // S + 1
     idx = np.empty((N, C, OH, OW), dtype=np.int64)
     for oh in range(OH):
         for ow in range(OW):
-            window = x[:, :, oh * S : oh * S + K, ow * S : ow * S + K].reshape(N, C, K * K)
-            k = K * K - 1 - window[:, :, ::-1].argmax(axis=2)
-            idx[:, :, oh, ow] = (oh * S + k // K) * W + ow * S + k % K
+            window = x[:, :, oh * S : oh * S + K, ow * S : ow * S + K]
+            flat = (window.transpose(0, 1, 3, 2) if by_columns else window).reshape(N, C, K * K)
+            k = K * K - 1 - flat[:, :, ::-1].argmax(axis=2) if last else flat.argmax(axis=2)
+            i, j = (k % K, k // K) if by_columns else (k // K, k % K)
+            idx[:, :, oh, ow] = (oh * S + i) * W + ow * S + j
     return idx
 
 
@@ -83,7 +86,13 @@ def max_pool2d(student):
                         "tie",
                         "on a tie the last maximum won: keep the first in row-major window order "
                         "(np.argmax does; in a loop, replace only on a strictly larger value)",
-                        _last_maximum(x, K, S),
+                        _tie_winner(x, K, S, last=True),
+                    ),
+                    (
+                        "tie",
+                        "on a tie the first maximum in column-major order won: scan each window row by row, "
+                        "the first maximum in row-major order wins",
+                        _tie_winner(x, K, S, by_columns=True),
                     ),
                 ],
                 case,
