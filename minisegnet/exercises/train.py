@@ -18,8 +18,9 @@ from ..nn import Conv2d, manual_seed
 from ..tensor import Function, Tensor, no_grad
 from .feedback import Wrong, check, compare, describe, raised, rel_error, run, verdict
 
-# Stated in lessons/exercises/README.md: measured with the library's own functions (full and quick settings).
-TARGET_MIOU = 0.45
+# Below all ten runs of scripts/exercise6_figures.py (seeds 0-4, the library's conv2d and an im2col answer: 0.397 to
+# 0.743, lessons/exercises/README.md): it tells a conv2d that trains from one that does not, whatever the seed.
+TARGET_MIOU = 0.35
 CALL = "MyConv2d(stride, padding)(x, weight, bias)"
 # (x shape, weight shape, stride, padding, bias): the U-Net's 3x3 convolutions (padding 1, no bias: a batch norm
 # follows), its 1x1 class-score head (a bias, no padding), and a stride of 2 with padding.
@@ -202,7 +203,7 @@ def train_unet(conv2d=None, soft_dice_loss=None, steps=1000, batch_size=8, size=
     """Train a small U-Net on the shapes data with your ``conv2d`` and/or ``soft_dice_loss`` in the library's place.
 
     The loss is cross-entropy plus soft Dice on the softmax. Returns the foreground mean IoU on 64 held-out
-    images; prints it against ``TARGET_MIOU``, which the library's own functions reach with the defaults.
+    images; prints it against ``TARGET_MIOU``, which a right conv2d reaches with the defaults and any seed measured.
     When your function raises or the loss turns NaN, it prints why and returns NaN.
     """
     fns = {name: fn for name, fn in (("conv2d", conv2d), ("soft_dice_loss", soft_dice_loss)) if fn is not None}
@@ -244,6 +245,6 @@ def train_unet(conv2d=None, soft_dice_loss=None, steps=1000, batch_size=8, size=
         return float("nan")
     miou = float(metrics.mean_iou(metrics.confusion_matrix(pred, val.masks, 6), include_background=False))
     if verbose:
-        reached = "reached" if miou >= TARGET_MIOU else "not reached yet"
-        print(f"foreground mIoU {miou:.3f} on 64 held-out images: the target {TARGET_MIOU} is {reached}")
+        reached = "is reached" if miou >= TARGET_MIOU else "is not reached yet: does check.conv2d pass?"
+        print(f"foreground mIoU {miou:.3f} on 64 held-out images: the target {TARGET_MIOU} {reached}")
     return miou
