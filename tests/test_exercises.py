@@ -1,5 +1,6 @@
 """Every exercise check passes on the library's own answer and fails, with the right hint, on usual mistakes."""
 
+import inspect
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import minisegnet.ops as F
 from minisegnet.exercises import check
 from minisegnet.exercises.feedback import Feedback
 from minisegnet.ops.im2col import col2im, im2col
-from minisegnet.tensor import Tensor
+from minisegnet.tensor import Function, Tensor
 
 
 def stub(*args):
@@ -32,7 +33,8 @@ def assert_hints(check_fn, right, wrongs, capsys):
     assert "NotImplementedError" in capsys.readouterr().out
     for hint, wrong in wrongs:
         assert verdict(check_fn, wrong) == (False, hint), f"{wrong.__name__} should get the hint {hint!r}"
-        assert "Not yet" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert out.startswith("\u2718 Not yet") and out.count("\n") == 1, out
     assert len(wrongs) >= 3
 
 
@@ -57,6 +59,14 @@ def test_im2col(capsys):
         ("stride", lambda x, K, S, P: im2col(x, K, 1, P)),
     ]
     assert_hints(check.im2col, lib_im2col, wrongs, capsys)
+
+
+def test_a_pass_in_float32_says_that_its_error_is_above_what_float64_reaches(capsys):
+    assert verdict(check.im2col, lambda x, K, S, P: im2col(x.astype(np.float32), K, S, P)) == (True, None)
+    out = capsys.readouterr().out
+    assert "within the check's tolerance" in out and "float32" in out and "below 1e-8" not in out
+    assert verdict(check.im2col, lib_im2col) == (True, None)
+    assert "relative error 0.0e+00, below 1e-8" in capsys.readouterr().out
 
 
 def col2im_assigning(col, x_shape, K, S, P):
@@ -114,6 +124,7 @@ def test_conv2d_backward(capsys):
         ),
         ("flip", unflipped),
         ("padding", uncropped),
+        ("gradcheck", lambda x, W, gy, S, P: conv_grads(x, W, gy * (2 if x.shape[:2] == (1, 2) else 1), S, P)),
     ]
     assert_hints(check.conv2d_backward, conv_grads, wrongs, capsys)
 
@@ -165,8 +176,37 @@ def test_max_pool2d(capsys):
             ),
         ),
         ("plane", plane),
+        ("tie", last_maximum),
+        ("tie", first_maximum_by_columns),
     ]
     assert_hints(check.max_pool2d, pool, wrongs, capsys)
+
+
+def first_maximum_by_columns(x, K, S):
+    # np.argmax over each window read column by column: on a tie the first maximum in column-major order wins.
+    y, idx = pool(x, K, S)
+    W = x.shape[3]
+    for oh in range(y.shape[2]):
+        for ow in range(y.shape[3]):
+            window = x[:, :, oh * S : oh * S + K, ow * S : ow * S + K]
+            k = window.transpose(0, 1, 3, 2).reshape(*x.shape[:2], -1).argmax(axis=2)
+            idx[:, :, oh, ow] = (oh * S + k % K) * W + ow * S + k // K
+    return y, idx
+
+
+def last_maximum(x, K, S):
+    # A loop that replaces the running maximum on >=: on a tie the last maximum in row-major order wins.
+    N, C, H, W = x.shape
+    y, idx = pool(x, K, S)
+    best = np.full(y.shape, -np.inf)
+    for i in range(K):
+        for j in range(K):
+            values = x[:, :, i : i + S * y.shape[2] : S, j : j + S * y.shape[3] : S]
+            rows = S * np.arange(y.shape[2])[:, None] + i
+            cols = S * np.arange(y.shape[3])[None, :] + j
+            idx = np.where(values >= best, rows * W + cols, idx)
+            best = np.maximum(best, values)
+    return y, idx
 
 
 def unpool_grad(gy, idx, x_shape, assign=False, per_plane=True):
@@ -199,11 +239,17 @@ def ce_grad(logits, target, weight, ignore_index):
     return x.grad
 
 
-def ce_by_hand(logits, target, weight, ignore_index, zero_ignored=True, by_count=False, softmax=True, mean=True):
+def ce_by_hand(
+    logits, target, weight, ignore_index, zero_ignored=True, by_count=False, softmax=True, mean=True, as_class0=False
+):
     valid = target != ignore_index
     t = np.where(valid, target, 0)
     onehot = np.eye(logits.shape[1])[t].transpose(0, 3, 1, 2) * valid[:, None]
     w = (np.ones(logits.shape[1]) if weight is None else weight)[t] * valid
+    if as_class0:  # the ignored pixels become pixels of class 0, in the gradient and in the mean
+        valid = np.ones_like(valid)
+        onehot = np.eye(logits.shape[1])[t].transpose(0, 3, 1, 2)
+        w = (np.ones(logits.shape[1]) if weight is None else weight)[t]
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True) if softmax else logits
     scale = w if zero_ignored else np.where(valid, w, 1.0)
     denominator = (valid.sum() if by_count else w.sum()) if mean else 1.0
@@ -218,6 +264,8 @@ def test_cross_entropy_backward(capsys):
         ("mean", lambda *a: ce_by_hand(*a, mean=False)),
         ("ignore", lambda *a: ce_by_hand(*a, zero_ignored=False)),
         ("weight", lambda *a: ce_by_hand(*a, by_count=True)),
+        ("class0", lambda *a: ce_by_hand(*a, as_class0=True)),
+        ("class0", lambda logits, target, *a: ce_grad(logits, np.where(target == a[1], 0, target), *a)),
     ]
     assert_hints(check.cross_entropy_backward, ce_grad, wrongs, capsys)
 
@@ -292,6 +340,242 @@ def test_unet_shapes(capsys):
     assert_hints(check.unet_shapes, shapes_of, wrongs, capsys)
 
 
+# exercise 6: a conv2d of your own, called the way the U-Net's layers call it -------------------------------------
+
+
+class StudentConv2d(Function):
+    """An answer written from the notebook: im2col and one product per image; (h, w) pairs, bias may be None."""
+
+    def __init__(self, stride, padding):
+        (self.S, _), (self.P, _) = stride, padding
+
+    def forward(self, x, weight, bias):
+        N, C, H, W = x.shape
+        OC, _, K, _ = weight.shape
+        OH, OW = (H + 2 * self.P - K) // self.S + 1, (W + 2 * self.P - K) // self.S + 1
+        self.x, self.weight, self.col = x, weight, im2col(x, K, self.S, self.P)
+        y = np.einsum("ok,nkl->nol", weight.reshape(OC, -1), self.col).reshape(N, OC, OH, OW)
+        return y if bias is None else y + bias.reshape(1, OC, 1, 1)
+
+    def backward(self, gy):
+        OC, _, K, _ = self.weight.shape
+        gy2 = gy.reshape(gy.shape[0], OC, -1)
+        gW = np.einsum("nol,nkl->ok", gy2, self.col).reshape(self.weight.shape)
+        gcol = np.einsum("ok,nol->nkl", self.weight.reshape(OC, -1), gy2)
+        return col2im(gcol, self.x.shape, K, self.S, self.P), gW, gy.sum(axis=(0, 2, 3))
+
+
+def student_conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    return StudentConv2d(stride, padding)(x, weight, bias)
+
+
+class IntsOnly(StudentConv2d):
+    """The same answer for int stride and padding only, as `check.conv2d(stride=1, padding=1)` once allowed."""
+
+    def __init__(self, stride, padding):
+        self.S, self.P = stride, padding
+
+
+class BiasAlways(StudentConv2d):
+    def forward(self, x, weight, bias):
+        return super().forward(x, weight, None) + bias.reshape(1, -1, 1, 1)
+
+
+class Float64Out(StudentConv2d):
+    def forward(self, x, weight, bias):
+        return super().forward(x, weight, bias).astype(np.float64)
+
+
+class BackwardRaises(StudentConv2d):
+    def backward(self, gy):
+        raise ValueError("a bug in backward")
+
+
+class BackwardList(StudentConv2d):
+    def backward(self, gy):
+        return list(super().backward(gy))
+
+
+class BackwardNaN(StudentConv2d):
+    def backward(self, gy):
+        gx, gW, gb = super().backward(gy)
+        return gx, gW * np.nan, gb
+
+
+class ForwardNone(StudentConv2d):
+    def forward(self, x, weight, bias):
+        super().forward(x, weight, bias)
+
+
+def calling(cls):
+    return lambda x, weight, bias=None, stride=1, padding=0, dilation=1: cls(stride, padding)(x, weight, bias)
+
+
+def calls_itself(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    return F.conv2d(x, weight, bias, stride, padding, dilation)  # under the check, F.conv2d is this function
+
+
+def test_conv2d_passes_the_library_and_an_answer_written_from_the_notebook(capsys):
+    assert verdict(check.conv2d, F.conv2d) == (True, None)
+    assert verdict(check.conv2d, student_conv2d) == (True, None)
+    assert "relative error" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "hint, answer",
+    [
+        ("pairs", calling(IntsOnly)),
+        ("bias", calling(BiasAlways)),
+        ("dtype", calling(Float64Out)),
+        ("error", calling(BackwardRaises)),
+        ("type", calling(BackwardList)),
+        ("nan", calling(BackwardNaN)),
+        ("forward", calling(ForwardNone)),
+        ("array", lambda *args: student_conv2d(*args).data),
+        ("nograd", lambda *args: Tensor(student_conv2d(*args).data)),
+        ("class", StudentConv2d),
+        ("error", calls_itself),
+        ("stub", stub),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_conv2d_names_what_would_stop_training(hint, answer, capsys):
+    assert verdict(check.conv2d, answer) == (False, hint)
+    out = capsys.readouterr().out
+    assert out.startswith("\u2718 Not yet") and out.count("\n") == 1
+
+
+def test_an_answer_that_passes_the_check_trains_and_one_that_fails_is_told_why(capsys):
+    assert check.conv2d(student_conv2d)
+    assert np.isfinite(check.train_unet(conv2d=student_conv2d, steps=2, verbose=False))
+    assert "Not yet" not in capsys.readouterr().out
+    assert np.isnan(check.train_unet(conv2d=calling(IntsOnly), steps=2, verbose=False))
+    out = capsys.readouterr().out
+    line = (
+        inspect.getsource(StudentConv2d)
+        .splitlines()
+        .index("        OH, OW = (H + 2 * self.P - K) // self.S + 1, (W + 2 * self.P - K) // self.S + 1")
+    )
+    assert f"test_exercises.py, line {StudentConv2d.__init__.__code__.co_firstlineno - 3 + line}" in out
+    assert np.isnan(check.train_unet(conv2d=calling(BackwardNaN), steps=3, verbose=False))
+    assert "NaN" in capsys.readouterr().out.replace("nan", "NaN")
+
+
+# every kind of wrong answer against every check --------------------------------------------------------------------
+
+
+def with_nan(a):
+    a = np.array(a, dtype=np.float64)  # indices are integers: a NaN needs floats
+    a.flat[a.size // 2] = np.nan
+    return a
+
+
+# kind: (what the answer returns in place of its array, the hint every check gives).
+SPOILS = {
+    "none": (lambda a: None, "none"),
+    "list": (lambda a: a.tolist(), "type"),
+    "ragged": (lambda a: [[1.0, 2.0], [3.0]], "type"),
+    "string": (lambda a: a.astype(str), "type"),
+    "tensor": (lambda a: Tensor(np.asarray(a, dtype=np.float64)), "tensor"),
+    "dict": (lambda a: {"result": a}, "type"),
+    "nan": (with_nan, "nan"),
+}
+RAISES = {"raises": "error", "raises_late": "error", "stub": "stub"}
+# Where exercise 6 differs: an array instead of a Tensor, a Tensor with no graph (NumPy wrapped in Tensor(...)),
+# and a forward that returns strings or NaN (so the spoiled array is the Function's forward output there).
+CONV2D_HINTS = {"string": "dtype", "tensor": "nograd"}
+
+
+def spoiled_conv2d(kind, spoil):
+    if kind in ("string", "nan"):
+
+        class Spoiled(StudentConv2d):
+            def forward(self, x, weight, bias):
+                return spoil(super().forward(x, weight, bias))
+
+        return calling(Spoiled)
+    if kind == "tensor":
+        return lambda *args: spoil(student_conv2d(*args).data)
+    return lambda *args: spoil(student_conv2d(*args).data) if kind != "none" else None
+
+
+def _first(result, spoil):
+    return (spoil(result[0]),) + tuple(result[1:])
+
+
+def _logits_shape(result, spoil):
+    return {**result, "logits": spoil(np.array(result["logits"]))}
+
+
+CHECKS = {  # name: (the check, the library's answer, where a spoiled array goes in that answer's result)
+    "im2col": (check.im2col, lib_im2col, None),
+    "col2im": (check.col2im, lambda col, s, K, S, P: col2im(col, s, K, S, P), None),
+    "conv2d_backward": (check.conv2d_backward, conv_grads, _first),
+    "conv_transpose2d": (check.conv_transpose2d, conv_t, None),
+    "max_pool2d": (check.max_pool2d, pool, _first),
+    "max_pool2d_backward": (check.max_pool2d_backward, unpool_grad, None),
+    "cross_entropy_backward": (check.cross_entropy_backward, ce_grad, None),
+    "soft_dice_backward": (check.soft_dice_backward, dice_grad, None),
+    "concat_backward": (check.concat_backward, split, lambda r, spoil: [spoil(r[0])] + list(r[1:])),
+    "unet_shapes": (check.unet_shapes, shapes_of, _logits_shape),
+    "conv2d": (check.conv2d, student_conv2d, None),
+}
+
+
+def spoiled(name, kind):
+    """The library's answer to check ``name``, gone wrong in the way ``kind`` says, and the hint it must get."""
+    _, right, place = CHECKS[name]
+    if kind in RAISES:
+        calls = count_calls(name) if kind == "raises_late" else 1
+
+        def answer(*args):
+            answer.calls += 1
+            if kind == "stub":
+                raise NotImplementedError
+            if answer.calls == calls:
+                raise ValueError("a student's bug")
+            return right(*args)
+
+        answer.calls = 0
+        hint = "unet" if name == "conv2d" and kind == "raises_late" else RAISES[kind]
+        return answer, hint
+    spoil, hint = SPOILS[kind]
+    if name == "conv2d":
+        return spoiled_conv2d(kind, spoil), CONV2D_HINTS.get(kind, hint)
+    if name == "unet_shapes" and kind == "list":  # a list of ints is a fine shape: the whole dict becomes a list
+        return lambda *args: list(right(*args).values()), "type"
+    return (lambda *args: spoil(right(*args)) if place is None else place(right(*args), spoil)), hint
+
+
+def count_calls(name):
+    check_fn, right, _ = CHECKS[name]
+    calls = []
+    check_fn(lambda *args: calls.append(1) or right(*args))
+    return len(calls)
+
+
+def test_the_library_answers_pass_every_check(capsys):
+    for name, (check_fn, right, _) in CHECKS.items():
+        assert verdict(check_fn, right) == (True, None), name
+    out = capsys.readouterr().out
+    assert out.count("\u2714") == len(CHECKS) and "Not yet" not in out
+
+
+@pytest.mark.parametrize("kind", [*SPOILS, *RAISES])
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_every_kind_of_wrong_answer_gets_one_line_and_its_hint(name, kind, capsys):
+    answer, hint = spoiled(name, kind)
+    capsys.readouterr()
+    assert verdict(CHECKS[name][0], answer) == (False, hint)
+    out = capsys.readouterr().out
+    assert out.startswith("\u2718 Not yet: ") and out.count("\n") == 1
+    if kind in ("raises", "raises_late"):
+        line = inspect.getsource(spoiled).splitlines().index('                raise ValueError("a student\'s bug")')
+        assert f"test_exercises.py, line {spoiled.__code__.co_firstlineno + line}: raise ValueError" in out
+    if kind == "nan":
+        assert "NaN" in out
+
+
 # the notebooks, and the last exercise -----------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,6 +595,25 @@ def test_every_exercise_notebook_is_listed_clean_and_unsolved():
             for block in re.split(r"\n(?=\s*def )", source):
                 if block.lstrip().startswith("def ") and not block.lstrip().startswith("def __init__"):
                     assert "raise NotImplementedError" in block, f"{path.name}: {block.splitlines()[0]} is not a stub"
+
+
+@pytest.mark.parametrize("path", EXERCISES, ids=[p.stem for p in EXERCISES])
+def test_every_exercise_notebook_has_a_worked_example_expectations_and_questions_answered_elsewhere(path):
+    answers = (ROOT / "lessons" / "exercises" / "ANSWERS.md").read_text(encoding="utf-8")
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    text = ["".join(cell["source"]) for cell in cells]
+    assert any(t.startswith("## A worked example") for t in text), f"{path.name} has no worked example"
+    assert any(t.startswith("## Shapes") for t in text), f"{path.name} gives no shapes"
+    for k, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and re.match(r"check\.", text[k]):
+            assert text[k - 1].startswith("**Check.**") and "\u2714" in text[k - 1], f"{path.name}: cell {k}"
+    questions = re.findall(r"\*\*Inline question (\d\.\d)\.\*\*", "".join(text))
+    assert len(questions) >= 2, f"{path.name} asks fewer than two questions"
+    for number in questions:
+        assert f"**{number}**" in answers, f"ANSWERS.md does not answer question {number}"
+    for k, t in enumerate(text):
+        if t.startswith("*Your answer:*"):
+            assert text[k - 1].startswith("**Inline question") and "ANSWERS.md" in t
 
 
 @pytest.mark.slow

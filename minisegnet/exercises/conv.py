@@ -6,7 +6,7 @@ from .. import ops as F
 from ..ops.im2col import col2im as lib_col2im
 from ..ops.im2col import im2col as lib_im2col
 from ..tensor import Tensor
-from .feedback import Wrong, check, compare, gradient_check, run
+from .feedback import check, compare, gradient_check, pair_of, run
 
 # (x shape, kernel, stride, padding): overlapping windows, a stride that skips pixels, both with padding.
 CASES = (((2, 3, 5, 6), 3, 1, 1), ((2, 2, 6, 7), 2, 2, 0), ((1, 3, 7, 6), 3, 2, 1))
@@ -125,9 +125,9 @@ def conv2d_backward(student):
             x, W = _x(shape), _x((4, C, K, K), seed=2)
             gy = _x(F.conv2d(Tensor(x), Tensor(W), None, S, P).shape, seed=3)
             gx, gW = _conv_grads(x, W, gy, S, P)
-            got = run("conv2d_backward", student, x.copy(), W.copy(), gy.copy(), S, P)
-            if not isinstance(got, (tuple, list)) or len(got) != 2:
-                raise Wrong("return", "conv2d_backward must return the pair (gx, gW)")
+            got = pair_of(
+                "conv2d_backward", run("conv2d_backward", student, x.copy(), W.copy(), gy.copy(), S, P), "(gx, gW)"
+            )
             flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1])
             case = _case(shape, K, S, P)
             compare(

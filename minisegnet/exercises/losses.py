@@ -44,6 +44,8 @@ def cross_entropy_backward(student):
             w = (np.ones(4) if weight is None else weight)[t] * valid  # each pixel's weight, 0 where ignored
             p = _softmax(logits)
             diff = p - onehot
+            w0 = (np.ones(4) if weight is None else weight)[t]  # each pixel's weight, an ignored one as class 0
+            class0 = p - np.eye(4)[t].transpose(0, 3, 1, 2)
             case = f"weight={None if weight is None else weight.tolist()}, ignore_index={ignore_index}"
             mistakes = [
                 ("sign", "the sign is flipped: the gradient is softmax minus one-hot", -x.grad),
@@ -56,6 +58,18 @@ def cross_entropy_backward(student):
                     "mean",
                     f"the mean is missing: divide by the sum of the pixels' weights ({w.sum():g} here)",
                     diff * w[:, None],
+                ),
+                (
+                    "class0",
+                    "the ignored pixels are treated as class 0: they get no gradient at all and do not count in "
+                    "the mean (mask both softmax and one-hot where target == ignore_index)",
+                    class0 * w0[:, None] / w0.sum(),
+                ),
+                (
+                    "class0",
+                    "the ignored pixels get the gradient of class 0: mask both softmax and one-hot where "
+                    "target == ignore_index, not only the mean",
+                    class0 * w0[:, None] / w.sum(),
                 ),
                 (
                     "ignore",

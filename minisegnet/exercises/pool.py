@@ -4,16 +4,39 @@ import numpy as np
 
 from .. import ops as F
 from ..tensor import Tensor
-from .feedback import check, compare, gradient_check, run
+from .feedback import Wrong, check, compare, gradient_check, pair_of, run
 
 # (x shape, kernel, stride): windows side by side, then overlapping windows that can share a maximum.
 CASES = (((2, 3, 6, 8), 2, 2), ((2, 3, 7, 7), 3, 2))
 
 
-def _x(shape, seed=0):
+def _x(shape, seed=0, ties=True):
     x = np.random.default_rng(seed).standard_normal(shape)
     x[:, :, 2, 2] = 5.0  # with 3x3 windows at stride 2, pixel (2, 2) is the maximum of four windows
+    if not ties:  # central differences need a maximum that a small step does not change
+        return x
+    # Ties, where the first maximum in row-major window order must win: two in one row, one across a diagonal
+    # (row-major and column-major order disagree there), and a window of equal values (as after a ReLU).
+    x[:, :, 0, 4] = x[:, :, 0, 5] = 4.0
+    x[:, :, 4, 5] = x[:, :, 5, 4] = 4.5
+    x[:, :, 4:6, 0:2] = -6.0
     return x
+
+
+def _tie_winner(x, K, S, last=False, by_columns=False):
+    # The flat h*W + w index of each window's maximum when a tie goes to the last one in row-major order (`>=` in
+    # a loop) or to the first one in column-major order (a loop over columns outside rows): the two usual mistakes.
+    N, C, H, W = x.shape
+    OH, OW = (H - K) // S + 1, (W - K) // S + 1
+    idx = np.empty((N, C, OH, OW), dtype=np.int64)
+    for oh in range(OH):
+        for ow in range(OW):
+            window = x[:, :, oh * S : oh * S + K, ow * S : ow * S + K]
+            flat = (window.transpose(0, 1, 3, 2) if by_columns else window).reshape(N, C, K * K)
+            k = K * K - 1 - flat[:, :, ::-1].argmax(axis=2) if last else flat.argmax(axis=2)
+            i, j = (k % K, k // K) if by_columns else (k // K, k % K)
+            idx[:, :, oh, ow] = (oh * S + i) * W + ow * S + j
+    return idx
 
 
 def _library(x, K, S):
@@ -29,8 +52,7 @@ def max_pool2d(student):
             N, C, H, W = shape
             x = _x(shape)
             y, idx = _library(x, K, S)
-            got = run("max_pool2d", student, x.copy(), K, S)
-            got_y, got_idx = got if isinstance(got, (tuple, list)) and len(got) == 2 else (got, None)
+            got_y, got_idx = pair_of("max_pool2d", run("max_pool2d", student, x.copy(), K, S))
             case = f"x {shape}, kernel {K}, stride {S}"
             average = F.avg_pool2d(Tensor(x), K, S).data
             compare(
@@ -60,9 +82,25 @@ def max_pool2d(student):
                         "the indices count over the whole batch: count within each (n, c) plane, from 0 to H*W - 1",
                         idx + plane,
                     ),
+                    (
+                        "tie",
+                        "on a tie the last maximum won: keep the first in row-major window order "
+                        "(np.argmax does; in a loop, replace only on a strictly larger value)",
+                        _tie_winner(x, K, S, last=True),
+                    ),
+                    (
+                        "tie",
+                        "on a tie the first maximum in column-major order won: scan each window row by row, "
+                        "the first maximum in row-major order wins",
+                        _tie_winner(x, K, S, by_columns=True),
+                    ),
                 ],
                 case,
             )
+            if got_idx.dtype.kind not in "iu":
+                raise Wrong(
+                    "dtype", f"indices are {got_idx.dtype}: make them integers, e.g. .astype(np.int64) ({case})"
+                )
 
     return check("max_pool2d", body, "y and the indices of every maximum match the library")
 
@@ -107,7 +145,7 @@ def max_pool2d_backward(student):
                 f"x {shape}, kernel {K}, stride {S}",
             )
         shape, K, S = CASES[1]
-        x = _x((1, 2, 7, 7))
+        x = _x((1, 2, 7, 7), ties=False)
         gradient_check(
             "max_pool2d_backward",
             lambda x: F.max_pool2d(Tensor(x), K, S).data,
