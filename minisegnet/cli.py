@@ -128,8 +128,8 @@ def cmd_predict(args):
 def cmd_summary(args):
     from .data.shapes import CLASS_NAMES
     from .recipe import TrainConfig, build_model, side_multiple
-    from .summary import summary
     from .runs import load_model
+    from .summary import summary
 
     flags = {k: getattr(args, k) for k in MODEL_FLAGS if hasattr(args, k)}
     if args.checkpoint and flags:

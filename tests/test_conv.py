@@ -508,3 +508,20 @@ def test_an_empty_batch_gives_empty_outputs_and_zero_weight_gradients(device, pa
     assert y.shape[0] == 0
     y.sum().backward()
     assert x.grad.shape == x.shape and W.grad.shape == W.shape and not to_numpy(W.grad).any()
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_wide_3x3_convolutions_go_through_winograd_and_match_the_reference(monkeypatch, dtype, tol):
+    # 64 channels in and out at 6x7 pixels: the fast twin's forward and input gradient take F(4x4, 3x3).
+    from minisegnet.ops.fast import winograd
+
+    calls = []
+    forward = winograd.conv2d_forward
+    monkeypatch.setattr(winograd, "conv2d_forward", lambda *a, **k: calls.append(a[0].shape) or forward(*a, **k))
+    x, W, b = draw((2, 64, 6, 7), (64, 64, 3, 3), 64, seed=11)
+    runs = []
+    for reference in (False, True):
+        with reference_kernels(reference):
+            runs.append(forward_backward(F.conv2d, "cpu", dtype, x, W, b, 12, padding=1)[0])
+    assert calls == [(2, 64, 6, 7), (2, 64, 6, 7)]  # the forward, then the input gradient (a forward pass of gy)
+    assert_close(runs[0], runs[1], tol, "winograd")

@@ -37,11 +37,13 @@ from .. import conv as taught
 from ..sizes import conv_out_size
 from . import winograd
 from .im2col import col2im, cuda_columns, im2col, shifted_col2im, shifted_runs
-from .workspace import batch_chunks, row_bands, run_chunks, scratch, total
+from .workspace import CHUNK_BYTES, batch_chunks, row_bands, run_chunks, scratch, total
 
-# Both channel counts at least this: a 3x3 stride-1 convolution goes through Winograd's F(4x4, 3x3) on the CPU
-# (its forward, and its input gradient, which is a forward pass of gy), where the 4x fewer multiplications pay for
-# the transforms; with fewer channels the transforms cost more than they save (benchmarks/bench_winograd.py).
+# A 3x3 stride-1 convolution goes through Winograd's F(4x4, 3x3) on the CPU (its forward, and its input gradient,
+# which is a forward pass of gy) where both channel counts are at least WINOGRAD_CHANNELS and its transformed input,
+# 36 values per 4x4 tile and channel, fits in CHUNK_BYTES: there the 4x fewer multiplications pay for the transforms.
+# With fewer channels the transforms cost more than they save, and a larger batch of tiles leaves the cache
+# (benchmarks/results/winograd_cpu.md).
 WINOGRAD_CHANNELS = 64
 
 
@@ -51,7 +53,7 @@ def conv_forward(x, W, b, args, windows=None):
     By Winograd's F(4x4, 3x3) where ``_winograd`` says it pays, else by ``im2col_forward``.
     """
     every = conv_out_size(x.shape[2:], W.shape[2:], *args)
-    if _winograd(get_array_module(x), W.shape, args) and tuple(windows or every) == every:
+    if _winograd(get_array_module(x), x, W.shape, args) and tuple(windows or every) == every:
         return winograd.conv2d_forward(x, W, b, args[1])
     return im2col_forward(x, W, b, args, windows)
 
@@ -153,11 +155,16 @@ def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
     return gx, gW
 
 
-def _winograd(xp, W_shape, args):
-    # True for a 3x3, stride-1, undilated convolution of at least WINOGRAD_CHANNELS channels in and out, on NumPy.
-    stride, _, dilation = args
+def _winograd(xp, x, W_shape, args):
+    # True for a 3x3, stride-1, undilated convolution of x (N, C, H, Wd) on NumPy with at least WINOGRAD_CHANNELS
+    # channels in and out, whose transformed input (36 values per 4x4 output tile and channel) fits in CHUNK_BYTES.
+    stride, padding, dilation = args
     square = W_shape[2:] == (3, 3) and stride == (1, 1) and dilation == (1, 1)
-    return xp is np and square and min(W_shape[:2]) >= WINOGRAD_CHANNELS
+    if xp is not np or not square or min(W_shape[:2]) < WINOGRAD_CHANNELS:
+        return False
+    OH, OW = (n + 2 * p - 2 for n, p in zip(x.shape[2:], padding))
+    tiles = x.shape[0] * -(-OH // 4) * -(-OW // 4)
+    return 36 * x.shape[1] * tiles * x.dtype.itemsize <= CHUNK_BYTES
 
 
 def _tiled(W_shape, args, size, windows):
