@@ -257,9 +257,13 @@ BUILDERS["dezero"] = build_dezero
 
 
 def tolerance(worker, key):
-    """The check's relative tolerance for one output: 1e-4 for a convolution, 1e-3 for the step, None: not run."""
+    """The check's relative tolerance for one output: 1e-4 for a convolution, 1e-2 for the step, None: not run.
+
+    The step's outputs are the loss and two weight gradients, the first layer's after the whole backward pass in
+    float32: frameworks that sum in different orders meet each other's to about 3e-3 (minisegnet, JAX and mygrad
+    against torch alike), where a wrong layer would be off by far more than 1e-2."""
     if key.startswith("unet step"):
-        return None if worker in STEP_FREE else 1e-3
+        return None if worker in STEP_FREE else 1e-2
     return 1e-4
 
 

@@ -227,7 +227,8 @@ def run(device="cpu", compare_torch=False, quick=False, threads=None, rounds=Non
             n_params = write_data(cfg, data)
             args = ["--device", dev, *timer]
             if len(workers) > 1 and not quick:
-                check_outputs(__file__, ["minisegnet"], data, "torch", threads=threads, args=args, rtol=1e-3)
+                # float32 gradients of the first layer after a whole backward pass: about 3e-3 apart (bench_peers.py)
+                check_outputs(__file__, ["minisegnet"], data, "torch", threads=threads, args=args, rtol=1e-2)
             results, infos = run_interleaved(
                 __file__, workers, data, rounds=rounds, pause=pause, threads=threads, args=args, memory=True
             )

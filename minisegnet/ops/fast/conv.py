@@ -33,6 +33,7 @@ keeping them would hold KH*KW copies of every layer's input until the backward p
 import numpy as np
 
 from ...backend import get_array_module
+from ...threads import get_num_threads
 from .. import conv as taught
 from ..sizes import conv_out_size
 from . import winograd
@@ -157,11 +158,12 @@ def conv_transpose_grads(gy, x, W, args, want_gx, want_gW):
 
 def _winograd(xp, x, W_shape, args):
     # True for a 3x3, stride-1, undilated convolution of x (N, C, H, Wd) on NumPy with at least WINOGRAD_CHANNELS
-    # channels in and out, whose transformed input (36 values per 4x4 output tile and channel) fits in CHUNK_BYTES.
+    # channels in and out, whose transformed input (36 values per 4x4 output tile and channel) fits in CHUNK_BYTES,
+    # while BLAS has its own threads (set_num_threads(0), the default).
     stride, padding, dilation = args
     square = W_shape[2:] == (3, 3) and stride == (1, 1) and dilation == (1, 1)
-    if xp is not np or not square or min(W_shape[:2]) < WINOGRAD_CHANNELS:
-        return False
+    if xp is not np or not square or min(W_shape[:2]) < WINOGRAD_CHANNELS or get_num_threads() > 1:
+        return False  # with minisegnet's own threads (BLAS held to one), the column path shares the work out
     OH, OW = (n + 2 * p - 2 for n, p in zip(x.shape[2:], padding))
     tiles = x.shape[0] * -(-OH // 4) * -(-OW // 4)
     return 36 * x.shape[1] * tiles * x.dtype.itemsize <= CHUNK_BYTES
