@@ -50,6 +50,7 @@ from timing import (  # noqa: E402
     Impl,
     check_outputs,
     import_torch,
+    interleaved_parser,
     run_interleaved,
     thread_env,
     torch_impl,
@@ -391,11 +392,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--worker" in argv:
         return worker_main(BUILDERS, argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks that it runs")
-    parser.add_argument("--rounds", type=int, default=None, help="processes per implementation (default 5)")
-    parser.add_argument("--pause", type=float, default=None, help="seconds between processes (default 2)")
-    parser.add_argument("--threads", type=int, default=2, help="threads of every library (default 2)")
+    parser = interleaved_parser(__doc__.split("\n")[0], "tiny shapes, one round: checks that it runs", "implementation")
     parser.add_argument("--workers", default=None, help=f"comma-separated subset of {','.join(BUILDERS)}")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument("--json", help="also write the rows to this file")

@@ -21,7 +21,6 @@ worker defines the alias before importing it.
 Results: benchmarks/results/peers_cpu.md (not in quick mode), with each framework's version, threads and BLAS.
 """
 
-import argparse
 import importlib.util
 import json
 import sys
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_conv  # noqa: E402
 import bench_train_step  # noqa: E402
 
-from timing import Impl, check_outputs, run_interleaved, worker_main  # noqa: E402
+from timing import Impl, check_outputs, interleaved_parser, run_interleaved, worker_main  # noqa: E402
 
 STEP = {"batch": 8, "size": 64, "base": 16, "depth": 3, "classes": 2}
 PEERS = ("minisegnet", "torch", "jax", "mygrad", "dezero")
@@ -329,11 +328,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--worker" in argv:
         return worker_main(BUILDERS, argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny shapes, one round: checks that it runs")
-    parser.add_argument("--rounds", type=int, default=None, help="processes per framework (default 5)")
-    parser.add_argument("--pause", type=float, default=None, help="seconds between processes (default 2)")
-    parser.add_argument("--threads", type=int, default=2, help="threads of every framework (default 2)")
+    parser = interleaved_parser(__doc__.split("\n")[0], "tiny shapes, one round: checks that it runs", "framework")
     parser.add_argument(
         "--peers", default=None, help=f"comma-separated subset of {','.join(PEERS)} (default: installed)"
     )

@@ -11,7 +11,6 @@ checked against the default path's outputs (float32, relative error <= 1e-4) bef
 columns are Winograd / default: below 1, Winograd is faster at that shape and phase.
 """
 
-import argparse
 import json
 import sys
 import tempfile
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_conv import SHAPES, geomean, versions  # noqa: E402
 
-from timing import Impl, check_outputs, run_interleaved, worker_main  # noqa: E402
+from timing import Impl, check_outputs, interleaved_parser, run_interleaved, worker_main  # noqa: E402
 
 PHASES = ("fwd", "gx", "gW")
 WORKERS = ("default", "winograd2", "winograd4")
@@ -124,11 +123,7 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--worker" in argv:
         return worker_main(dict.fromkeys(WORKERS, build), argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="two tiny shapes, one round: checks that it runs")
-    parser.add_argument("--rounds", type=int, default=None, help="processes per worker (default 5)")
-    parser.add_argument("--pause", type=float, default=None, help="seconds between processes (default 2)")
-    parser.add_argument("--threads", type=int, default=2, help="threads of BLAS (default 2)")
+    parser = interleaved_parser(__doc__.split("\n")[0], "two tiny shapes, one round: checks that it runs", "worker")
     parser.add_argument("--out", help="also write the Markdown table to this file")
     args = parser.parse_args(argv)
     rows, infos = run(args.quick, args.rounds, args.pause, args.threads)

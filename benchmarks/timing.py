@@ -479,6 +479,16 @@ def worker_info(threads):
     return info
 
 
+def interleaved_parser(description, quick_help, workers="library"):
+    """The command line every separate-process benchmark shares: --quick, --rounds, --pause and --threads."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--rounds", type=int, default=None, help=f"processes per {workers} (default 5)")
+    parser.add_argument("--pause", type=float, default=None, help="seconds between processes (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help=f"threads of every {workers} (default 2)")
+    return parser
+
+
 def worker_main(builders, argv=None):
     """The worker side of ``run_interleaved``: build one framework's cases, time each, print one JSON line.
 
