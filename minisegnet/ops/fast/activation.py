@@ -2,13 +2,12 @@
 
 - ReLU keeps its output y instead of a mask: y > 0 exactly where x > 0, so the backward rebuilds the mask from
   y one cache-sized block at a time (fast/blocks.py) and no mask as large as x is ever written. Forward: one
-  pass, y = max(x, 0), where the taught op makes two (the mask, then x * mask) and keeps the mask.
+  pass, y = max(x, 0), where the taught op also writes and keeps the mask x > 0.
 - Softmax divides e = exp(x - max) by its sum in place instead of taking exp(log-softmax): one array
   allocated instead of four. Its backward writes every pass into gx.
 - Log-softmax writes exp(x - max) into a reused scratch buffer: the same passes, two allocations fewer.
 
-ReLU's slices of the batch run on ``set_num_threads(n)`` threads (fast/workspace.py). One difference from the
-taught ReLU, whose y = x * (x > 0) turns -inf into NaN (-inf * 0): here relu(-inf) is 0, as in PyTorch.
+ReLU's slices of the batch run on ``set_num_threads(n)`` threads (fast/workspace.py).
 """
 
 from ...backend import get_array_module
