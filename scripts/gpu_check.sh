@@ -50,7 +50,7 @@ for step in $steps; do
         tail -25 "$RESULTS/tests_gpu.log"
         # The generic array code on CuPy too (it runs there only with the CUDA kernels switched off).
         MINISEGNET_CUDA_KERNELS=0 timeout "${T_GENERIC:-120}" $PY -m pytest -m gpu -q $xdist -p no:cacheprovider \
-            --tb=short tests/test_conv.py tests/test_optim.py tests/test_workspace.py tests/test_models.py \
+            --tb=short tests/test_conv.py tests/test_optim.py tests/test_fast_workspace.py tests/test_winograd.py tests/test_models.py \
             tests/test_pool.py tests/test_loss.py tests/test_norm.py tests/test_host_reads.py tests/test_metrics.py \
             >"$RESULTS/tests_gpu_generic.log" 2>&1
         echo "pytest with MINISEGNET_CUDA_KERNELS=0 exit $?: $(tail -1 "$RESULTS/tests_gpu_generic.log")"
