@@ -6,12 +6,12 @@ and on CuPy hand-written CUDA kernels. The table below registers them (registry.
 taught Function then creates its twin, unless ``minisegnet.reference_kernels()`` is on. The taught
 files never import anything from here, and every pair is compared by a test.
 
-    ops/conv.py        Conv2d, ConvTranspose2d   fast/conv.py (+ fast/im2col.py, fast/workspace.py)
+    ops/conv.py        Conv2d, ConvTranspose2d   fast/conv.py (+ fast/im2col.py, fast/workspace.py, fast/winograd.py)
     ops/norm.py        BatchNorm                 fast/norm.py (+ a CUDA kernel each way, fast/cuda_fused.py)
     ops/pool.py        MaxPool2d                 fast/pool.py (+ CUDA kernels)
     ops/activation.py  ReLU                      fast/activation.py
     ops/activation.py  Softmax, LogSoftmax       fast/activation.py
-    ops/loss.py        CrossEntropy              fast/loss.py (+ CUDA kernels)
+    ops/loss.py        CrossEntropy              fast/loss.py (CUDA kernels; on NumPy the taught op runs)
     (batch norm, max pooling and ReLU walk their arrays in the cache-sized blocks of fast/blocks.py)
 """
 
