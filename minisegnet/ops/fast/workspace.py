@@ -113,8 +113,6 @@ def over_batch(fn, x):
     ``fn(n0, n1)`` handles images n0..n1-1. Slices as ``batch_chunks`` cuts them for x's size, so a small
     array stays on the calling thread and the GPU takes the whole batch at once.
     """
-    if x.shape[0] == 0:
-        return [fn(0, 0)]
     return run_chunks(fn, batch_chunks(x.shape[0], x[:1].nbytes, get_array_module(x)))
 
 
